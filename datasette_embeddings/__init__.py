@@ -5,21 +5,66 @@ The package itself is the Datasette entry point (Datasette looks for a plugin's
 """
 from datasette import hookimpl
 
-from . import sqlite_conn, tables
+from . import fast_index, models, sql_functions, sqlite_conn, tables
+from . import canned, page_hooks, search, views
 
 
 @hookimpl
 def startup(datasette):
     # refuse to start on a Python whose sqlite3 cannot load sqlite-vec, with the fix in the message
     sqlite_conn.check_extension_loading()
+    # validates the embedding configuration now; loads the configured models in a thread
+    models.warm_in_background(datasette)
 
 
 @hookimpl
 def prepare_connection(conn, database, datasette):
     sqlite_conn.load_vec(conn)
     tables.remember_vec_tables(conn, database)
+    sql_functions.register_functions(conn, models.config_of(datasette))
+    fast_index.prepare_connection(conn, datasette)
 
 
 @hookimpl
 def get_metadata(datasette, key, database, table):
     return tables.hidden_tables_metadata()
+
+
+@hookimpl
+def register_routes(datasette):
+    return views.routes()
+
+
+@hookimpl
+def render_cell(value, column, table, database, datasette):
+    return page_hooks.render_cell(value, column)
+
+
+@hookimpl
+def table_actions(datasette, actor, database, table, request):
+    return page_hooks.table_actions(datasette, database, table)
+
+
+@hookimpl
+def database_actions(datasette, actor, database, request):
+    return page_hooks.database_actions(datasette, database)
+
+
+@hookimpl
+def menu_links(datasette, actor, request):
+    return page_hooks.menu_links(datasette)
+
+
+@hookimpl
+def canned_queries(datasette, database, actor):
+    return canned.canned_queries(datasette, database)
+
+
+@hookimpl
+def extra_template_vars(template, database, table, columns, view_name, request, datasette):
+    return page_hooks.extra_template_vars(datasette, database, view_name, request)
+
+
+@hookimpl
+def skip_csrf(datasette, scope):
+    return search.skips_asgi_csrf(scope, datasette.setting("base_url"))

@@ -8,6 +8,7 @@ import time
 import click
 
 from . import exporter, loader
+from .models import BUILTIN_IMAGE_MODEL
 
 
 @click.group()
@@ -19,8 +20,9 @@ def cli() -> None:
 class _Progress:
     """Rows/s on a terminal; silent when quiet or when stderr is not a TTY."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, unit: str = "rows"):
         self.enabled = enabled
+        self.unit = unit
         self.rows = 0
         self.started = time.perf_counter()
         self.last = 0.0
@@ -31,7 +33,7 @@ class _Progress:
         if self.enabled and now - self.last > 0.25:
             self.last = now
             rate = self.rows / max(now - self.started, 1e-9)
-            click.echo(f"\r{self.rows:,} rows  {rate:,.0f} rows/s", nl=False, err=True)
+            click.echo(f"\r{self.rows:,} {self.unit}  {rate:,.0f} {self.unit}/s", nl=False, err=True)
 
     def done(self) -> None:
         if self.enabled and self.rows:
@@ -86,8 +88,10 @@ def export(db: str, output: str, providers: tuple[str, ...], models: tuple[str, 
     """
     try:
         n = exporter.export(db, output, providers=providers, models=models)
+    except exporter.ExportError as ex:
+        raise click.ClickException(str(ex))
     except Exception as ex:
-        raise click.ClickException(f"{db}: {ex}")
+        raise click.ClickException(f"{db}: {type(ex).__name__}: {ex}")
     click.echo(f"Wrote {n:,} records to {output}", err=True)
 
 
@@ -101,8 +105,8 @@ def info(db: str, as_json: bool) -> None:
     """
     try:
         data = exporter.info(db)
-    except Exception as ex:
-        raise click.ClickException(f"{db}: {ex}")
+    except exporter.ExportError as ex:
+        raise click.ClickException(str(ex))
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -113,3 +117,71 @@ def info(db: str, as_json: bool) -> None:
     click.echo("Providers:")
     for p in data["providers"]:
         click.echo(f"  {p['provider']}  {p['model']}  {p['count']:,}")
+
+
+@cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "models", multiple=True, help="Only this model label (repeatable); default all models")
+@click.option("--k", default=10, show_default=True, type=int, help="Neighbours stored per record")
+def neighbors(db: str, models: tuple[str, ...], k: int) -> None:
+    """Precompute every record's k nearest records into the `neighbors` table of DB.
+
+    For fully static, read-only publishing: record pages read the table instead
+    of searching, until the next `load` makes it stale. Re-running replaces the
+    model's older rows in one transaction.
+
+        datasette-embeddings neighbors collection.db --model apple/mobileclip_s0 --k 20
+    """
+    from . import neighbors as neighbors_module
+    from .sqlite_conn import connect
+
+    conn = connect(db)
+    try:
+        neighbors_module.build(conn, models, k, progress=lambda line: click.echo(line, err=True))
+    except neighbors_module.NeighborsError as ex:
+        raise click.ClickException(f"{db}: {ex}")
+    finally:
+        conn.close()
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write")
+@click.option("--model", "model_id", default=BUILTIN_IMAGE_MODEL, show_default=True, help="Any llm embedding model id or alias")
+@click.option("--label", help="Model label stored in the records (default: the llm model id)")
+@click.option("--provider", help="Provider of every record (a manifest's provider column wins)")
+@click.option("--batch-size", default=32, show_default=True, type=int, help="Items per model call")
+@click.option("--sentences", is_flag=True, help="Split texts into sentences, one record each (depiction_id#s1, #s2...)")
+@click.option("--strict", is_flag=True, help="Abort on the first unreadable image instead of skipping it")
+@click.option("--created", type=int, help="Unix seconds for 'created' (default: now)")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary")
+def embed(source: str, output: str, model_id: str, label: str | None, provider: str | None, batch_size: int,
+          sentences: bool, strict: bool, created: int | None, quiet: bool) -> None:
+    """Embed a folder of images, or a CSV/JSONL manifest, into shared-format Parquet.
+
+        datasette-embeddings embed photos/ --provider my-museum -o photos.parquet
+        datasette-embeddings embed texts.csv --model minilm-l6-v2-local --sentences -o texts.parquet
+    """
+    from . import embed as embed_module
+
+    progress = _Progress(enabled=not quiet and sys.stderr.isatty(), unit="items")
+
+    def skipped(name: str, reason: str) -> None:
+        progress.done()
+        click.echo(f"skipped {reason}", err=True)
+
+    try:
+        report = embed_module.embed_to_parquet(
+            source, output, model_id=model_id, provider=provider, label=label, batch_size=batch_size,
+            sentences=sentences, strict=strict, created=created, on_skip=skipped, progress=progress,
+        )
+    except embed_module.EmbedError as ex:
+        progress.done()
+        raise click.ClickException(str(ex))
+    progress.done()
+    if not quiet:
+        click.echo(
+            f"Wrote {report.written:,} records (model {report.label}) to {output}"
+            + (f"; skipped {len(report.skipped):,} unreadable image(s)" if report.skipped else ""),
+            err=True,
+        )

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 REQUIRED_COLUMNS = ("provider", "depiction_id", "subject_id", "model", "embeddings", "created", "attributes")
@@ -186,8 +187,11 @@ def _decode_strings(arr: pa.Array, name: str, first_row: int, *, required: bool)
 
 def _created(arr: pa.Array, first_row: int) -> list[int]:
     if pa.types.is_timestamp(arr.type):
-        arr = arr.cast(pa.timestamp("s", tz=arr.type.tz)).cast(pa.int64())
-    values = arr.to_pylist()
+        # whole seconds, rounded down: a cast to timestamp[s] refuses sub-second values
+        per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[arr.type.unit]
+        values = [None if v is None else v // per_second for v in arr.cast(pa.int64()).to_pylist()]
+    else:
+        values = arr.to_pylist()
     for i, v in enumerate(values):
         if v is None:
             raise RecordError("is empty; a Unix time in seconds is required", row=first_row + i, field="created")
@@ -220,6 +224,9 @@ def _attributes(arr: pa.Array, first_row: int) -> list[dict]:
         for i, obj in enumerate(arr.to_pylist()):
             out.append(_clean_attributes((obj or {}).items(), first_row + i))
         return out
+    fast = _string_map_fast(arr)
+    if fast is not None:
+        return fast
     # map<k,v> and list<struct<key,value>> both come back as lists of pairs/dicts
     for i, items in enumerate(arr.to_pylist()):
         if items is None:
@@ -228,6 +235,32 @@ def _attributes(arr: pa.Array, first_row: int) -> list[dict]:
         pairs = [(kv["key"], kv["value"]) if isinstance(kv, dict) else kv for kv in items]
         out.append(_clean_attributes(pairs, first_row + i))
     return out
+
+
+def _string_map_fast(arr: pa.Array) -> list[dict] | None:
+    """The common map<string,string> without nulls or empty keys, column-wise.
+
+    Converting a map column row by row through Python tuples was the slowest
+    part of reading; slicing two flat string lists is several times faster.
+    Anything unusual returns None and takes the checked row-by-row path.
+    """
+    if not pa.types.is_map(arr.type) or arr.null_count:
+        return None
+    if not (_is_string(arr.type.key_type) and _is_string(arr.type.item_type)):
+        return None
+    offsets = arr.offsets.to_numpy().tolist()
+    start, count = offsets[0], offsets[-1] - offsets[0]
+    # a sliced batch keeps absolute offsets; ``.keys``/``.items`` may be the whole child array
+    base = start if len(arr.keys) == count else 0
+    keys = arr.keys.slice(start - base, count)
+    items = arr.items.slice(start - base, count)
+    if pa.types.is_dictionary(keys.type) or pa.types.is_dictionary(items.type) or items.null_count:
+        return None
+    if count and pc.any(pc.equal(keys, "")).as_py():
+        return None
+    k = keys.to_pylist()
+    v = items.to_pylist()
+    return [dict(zip(k[a - start:b - start], v[a - start:b - start])) for a, b in zip(offsets, offsets[1:])]
 
 
 def _clean_attributes(pairs: Iterable, row: int) -> dict:

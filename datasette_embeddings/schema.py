@@ -46,6 +46,13 @@ def m001_records_and_models(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_model_version(db: Database) -> None:
+    # bumped by every write to a model's vectors, so in-memory indexes and the
+    # neighbors table can tell cheaply (one primary-key read) that they are stale
+    db.execute("alter table models add column version integer not null default 0")
+
+
 def pending(db: Database) -> list[str]:
     return [m.name for m in migrations.pending(db)]
 

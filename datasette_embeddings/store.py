@@ -175,6 +175,8 @@ class Store:
             existing[key] = (rid, created, subject_id, attributes, blob)
             counts.updated += 1
         self._flush(model, inserts, vec_inserts)
+        if counts.inserted or counts.updated:
+            self.conn.execute("update models set version = version + 1 where label = ?", [model.label])
         return counts
 
     def _flush(self, model: ModelInfo, inserts: list, vec_inserts: list) -> None:
@@ -192,7 +194,12 @@ class Store:
             vec_inserts.clear()
 
     def _existing(self, label: str, keys: set[tuple[str, str]]) -> dict:
-        """Stored (id, created, subject, attributes, None) for the batch's keys, in one query."""
+        """Stored (id, created, subject, attributes, None) for the batch's keys, in one query.
+
+        ``cross join`` pins the join order: left to itself the planner walks the
+        whole model through ``records_model_type`` once per key (quadratic; a
+        100k-row load took minutes), instead of one unique-index probe per key.
+        """
         found: dict = {}
         if not keys:
             return found
@@ -200,8 +207,8 @@ class Store:
             """
             select r.provider, r.depiction_id, r.id, r.created, r.subject_id, r.attributes
             from json_each(?) as j
-            join records r on r.model = ? and r.provider = json_extract(j.value, '$[0]')
-                 and r.depiction_id = json_extract(j.value, '$[1]')
+            cross join records r on r.model = ? and r.provider = j.value ->> 0
+                 and r.depiction_id = j.value ->> 1
             """,
             [json.dumps(sorted(keys)), label],
         ).fetchall()

@@ -115,3 +115,77 @@ def replace_column(records: list[dict], column: str, array: pa.Array | Iterable)
     if not isinstance(array, (pa.Array, pa.ChunkedArray)):
         array = pa.array(list(array))
     return table.set_column(table.schema.get_field_index(column), column, array)
+
+
+def dump_database(db) -> list[tuple]:
+    """Every record with its vector bytes and id, for exact before/after comparisons."""
+    from datasette_embeddings.sqlite_conn import connect
+    from datasette_embeddings.store import Store
+
+    conn = connect(str(db), readonly=True)
+    try:
+        return sorted(
+            (r["provider"], r["depiction_id"], r["model"], r["subject_id"], r["created"],
+             json.dumps(r["attributes"], sort_keys=True), r["embeddings"].tobytes(), r["id"])
+            for r in Store(conn).iter_records()
+        )
+    finally:
+        conn.close()
+
+
+def file_hashes(db) -> dict:
+    """SHA-256 of a database and of its WAL (None when absent).
+
+    A finished load closes its connection, which checkpoints and removes the WAL,
+    so the main file alone holds the data; a leftover ``-wal`` is hashed too so a
+    change hiding there still shows.  ``-shm`` is only a shared-memory index of
+    the WAL, rebuilt on open, and is left out.  A zero-byte ``-wal`` (what a
+    read-only connection leaves, as it may not delete the file) holds no frames
+    and counts as absent.
+    """
+    import hashlib
+    import os
+
+    out = {}
+    for suffix in ("", "-wal"):
+        path = str(db) + suffix
+        if os.path.exists(path) and (suffix == "" or os.path.getsize(path)):
+            with open(path, "rb") as fp:
+                out[suffix] = hashlib.sha256(fp.read()).hexdigest()
+        else:
+            out[suffix] = None
+    return out
+
+
+def write_synthetic(path, n: int, dims: int, *, provider: str = "synthetic", model: str = "synthetic-model",
+                    seed: int = 0, created: int = 1_700_000_000, row_group_size: int = 10_000) -> None:
+    """A large canonical file built column-wise (make_records is too slow for 10^4+ rows)."""
+    from datasette_embeddings.parquet_io import CANONICAL_SCHEMA
+
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, dims)).astype(np.float32)
+    offsets = pa.array(np.arange(0, (n + 1) * dims, dims, dtype=np.int32))
+    embeddings = pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel())).cast(CANONICAL_SCHEMA.field("embeddings").type)
+    table = pa.Table.from_arrays(
+        [
+            pa.array([provider] * n),
+            pa.array([f"{provider}-d{i}" for i in range(n)]),
+            pa.array([f"{provider}-s{i // 2}" for i in range(n)]),
+            pa.array([model] * n),
+            embeddings,
+            pa.array(np.full(n, created, dtype=np.int64)),
+            pa.array([[("type", "image"), ("subject_title", f"Object {i}")] for i in range(n)],
+                     CANONICAL_SCHEMA.field("attributes").type),
+        ],
+        schema=CANONICAL_SCHEMA,
+    )
+    pq.write_table(table, str(path), row_group_size=row_group_size)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the time of the call)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,109 @@
+"""Benchmark `datasette-embeddings load`: rows/s and peak memory.
+
+Writes a synthetic Parquet file of N records (clustered vectors, realistic ids
+and attributes), then runs the real CLI in a child process so its peak RSS is
+measured on its own.  A NumPy baseline measured in the same run (reading the
+same file into one float32 matrix and writing it with ``np.save``) gives the
+ratio: how far loading into SQLite + vec0 is from just moving the bytes.
+
+    python benchmarks/load.py --rows 100000 --dims 512
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from datasette_embeddings.parquet_io import CANONICAL_SCHEMA  # noqa: E402
+
+
+def write_synthetic(path: str, rows: int, dims: int, providers: int = 10, chunk: int = 50_000) -> None:
+    """Clustered vectors written a row group at a time, so N can exceed memory comfort."""
+    rng = np.random.default_rng(42)
+    centres = rng.standard_normal((1000, dims)).astype(np.float32)
+    with pq.ParquetWriter(path, CANONICAL_SCHEMA, compression="zstd") as writer:
+        for start in range(0, rows, chunk):
+            n = min(chunk, rows - start)
+            ids = np.arange(start, start + n)
+            vectors = centres[rng.integers(0, len(centres), n)] + 0.3 * rng.standard_normal((n, dims)).astype(np.float32)
+            flat = pa.array(vectors.ravel(), pa.float32())
+            offsets = pa.array(np.arange(0, (n + 1) * dims, dims, dtype=np.int32))
+            embeddings = pa.ListArray.from_arrays(offsets, flat, type=CANONICAL_SCHEMA.field("embeddings").type)
+            attributes = pa.array(
+                [[("type", "image"), ("subject_title", f"Object {i}"), ("preview", f"https://example.org/{i}.jpg")] for i in ids],
+                CANONICAL_SCHEMA.field("attributes").type,
+            )
+            table = pa.Table.from_arrays(
+                [
+                    pa.array([f"provider-{i % providers}" for i in ids]),
+                    pa.array([f"d{i}" for i in ids]),
+                    pa.array([f"s{i // 2}" for i in ids]),
+                    pa.array(["bench-model"] * n),
+                    embeddings,
+                    pa.array(np.full(n, 1_700_000_000, dtype=np.int64)),
+                    attributes,
+                ],
+                schema=CANONICAL_SCHEMA,
+            )
+            writer.write_table(table)
+
+
+def numpy_baseline(path: str, out: str) -> float:
+    started = time.perf_counter()
+    parts = []
+    for batch in pq.ParquetFile(path).iter_batches(columns=["embeddings"], batch_size=65536):
+        arr = batch.column(0)
+        parts.append(arr.flatten().to_numpy().reshape(len(arr), -1))
+    np.save(out, np.concatenate(parts))
+    return time.perf_counter() - started
+
+
+def run_load(db: str, path: str) -> tuple[float, float]:
+    """Seconds and peak RSS (MB) of the real CLI in a child process."""
+    exe = os.path.join(os.path.dirname(sys.executable), "datasette-embeddings")
+    started = time.perf_counter()
+    subprocess.run([exe, "load", db, path, "--quiet"], check=True)
+    seconds = time.perf_counter() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return seconds, peak_kb / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dims", type=int, default=512)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="bench-load-")
+    path = os.path.join(tmp, "synthetic.parquet")
+    print(f"writing {args.rows:,} x {args.dims} synthetic records ...", flush=True)
+    write_synthetic(path, args.rows, args.dims)
+    baseline = numpy_baseline(path, os.path.join(tmp, "baseline.npy"))
+    seconds, peak_mb = run_load(os.path.join(tmp, "bench.db"), path)
+    rate = args.rows / seconds
+    print()
+    print(f"| what | seconds | rows/s | peak RSS |")
+    print(f"|---|---:|---:|---:|")
+    print(f"| NumPy baseline (Parquet -> .npy) | {baseline:.2f} | {args.rows / baseline:,.0f} | - |")
+    print(f"| datasette-embeddings load | {seconds:.2f} | {rate:,.0f} | {peak_mb:,.0f} MB |")
+    print()
+    print(f"ratio load / NumPy baseline: {seconds / baseline:.1f}x slower")
+    print(f"targets: >= 20,000 rows/s ({'met' if rate >= 20000 else 'MISSED'}); peak RSS < 1 GB ({'met' if peak_mb < 1024 else 'MISSED'})")
+    if not args.keep:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

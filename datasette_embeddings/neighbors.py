@@ -1,0 +1,146 @@
+"""The precomputed ``neighbors`` table: every record's k nearest records, for static publishing.
+
+A site published read-only (or served from a machine too small to hold the
+vectors in memory) can answer "more like this" with one indexed read.  The
+table is computed with blocked matrix products over the same normalised matrix
+the fast path uses (one block of rows against all rows at a time, so memory is
+bounded by the block, not N x N), written in one transaction that replaces the
+model's older rows.
+
+``neighbors_models`` remembers, per model, the k the table holds and the model's
+data version when it was built: after a new ``load`` the table is stale and is
+ignored (record pages fall back to live search) until ``neighbors`` runs again.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import fast_index
+from .store import ModelInfo, Store
+
+MAX_STORED_K = 1000
+
+CREATE = [
+    """
+    create table if not exists neighbors (
+        model text not null,
+        record_id integer not null,
+        rank integer not null,
+        neighbour_id integer not null,
+        similarity real not null,
+        primary key (record_id, rank)
+    ) without rowid
+    """,
+    "create index if not exists neighbors_model on neighbors (model)",
+    """
+    create table if not exists neighbors_models (
+        model text primary key,
+        k integer not null,
+        data_version text not null,
+        built integer not null,
+        seconds real not null
+    )
+    """,
+]
+
+
+class NeighborsError(ValueError):
+    """A neighbors build that cannot run (unknown model, bad k)."""
+
+
+@dataclass
+class BuildReport:
+    model: str
+    records: int
+    k: int
+    seconds: float
+
+
+def top_k_blocks(matrix: np.ndarray, k: int, *, block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For every row of a unit-row matrix, the k most similar other rows: ``(rows (n, k), similarities (n, k))``.
+
+    One (block x n) product at a time keeps memory near ``block_rows * n * 4`` bytes.
+    """
+    n = len(matrix)
+    k = min(k, max(n - 1, 0))
+    if block_rows is None:
+        block_rows = int(max(16, min(2048, 256e6 / (4 * max(n, 1)))))
+    rows_out = np.empty((n, k), dtype=np.int64)
+    sims_out = np.empty((n, k), dtype=np.float32)
+    if k == 0:
+        return rows_out, sims_out
+    for start in range(0, n, block_rows):
+        stop = min(start + block_rows, n)
+        scores = matrix[start:stop] @ matrix.T
+        scores[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not its own neighbour
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        rows_out[start:stop] = np.take_along_axis(top, order, axis=1)
+        sims_out[start:stop] = np.take_along_axis(top_scores, order, axis=1)
+    return rows_out, sims_out
+
+
+def build(conn, models: Sequence[str] = (), k: int = 10, progress: Callable[[str], None] | None = None) -> list[BuildReport]:
+    """Compute and store the neighbors of every record of ``models`` (all models when empty)."""
+    if not isinstance(k, int) or not 1 <= k <= MAX_STORED_K:
+        raise NeighborsError(f"--k must be a whole number from 1 to {MAX_STORED_K}, got {k!r}")
+    store = Store(conn)
+    known = {m.label: m for m in store.models()}
+    for label in models:
+        if label not in known:
+            raise NeighborsError(f"unknown model '{label}'; the database has: {', '.join(sorted(known)) or 'no models'}")
+    chosen = [known[label] for label in (models or sorted(known))]
+    reports = []
+    for model in chosen:
+        started = time.perf_counter()
+        token = fast_index.data_token(conn, model.label)
+        index = fast_index.build(conn, model, token)
+        rows, sims = top_k_blocks(index.matrix, k)
+        ids = index.ids
+        seconds = time.perf_counter() - started
+        conn.execute("begin immediate")
+        try:
+            for statement in CREATE:
+                conn.execute(statement)
+            conn.execute("delete from neighbors where model = ?", [model.label])
+            stored_k = rows.shape[1]
+            conn.executemany(
+                "insert into neighbors (model, record_id, rank, neighbour_id, similarity) values (?, ?, ?, ?, ?)",
+                (
+                    (model.label, int(ids[i]), rank + 1, int(ids[rows[i, rank]]), float(sims[i, rank]))
+                    for i in range(len(ids))
+                    for rank in range(stored_k)
+                ),
+            )
+            conn.execute(
+                "insert or replace into neighbors_models (model, k, data_version, built, seconds) values (?, ?, ?, ?, ?)",
+                [model.label, k, json.dumps(token), int(time.time()), round(time.perf_counter() - started, 3)],
+            )
+            conn.execute("commit")
+        except BaseException:
+            conn.execute("rollback")
+            raise
+        reports.append(BuildReport(model.label, len(ids), k, time.perf_counter() - started))
+        if progress:
+            progress(f"{model.label}: {len(ids):,} records, k={k}, {seconds:.1f}s")
+    return reports
+
+
+def stored_neighbours(conn, model: ModelInfo, record_id: int, k: int) -> list[tuple[int, float]] | None:
+    """``(id, similarity)`` from the table when it holds at least k for this model and is current; else None."""
+    try:
+        meta = conn.execute("select k, data_version from neighbors_models where model = ?", [model.label]).fetchone()
+    except Exception:  # no such table: neighbors never ran on this database
+        return None
+    if meta is None or meta[0] < k or meta[1] != json.dumps(fast_index.data_token(conn, model.label)):
+        return None
+    rows = conn.execute(
+        "select neighbour_id, similarity from neighbors where record_id = ? order by rank limit ?", [record_id, k]
+    ).fetchall()
+    return [(rid, float(sim)) for rid, sim in rows]

@@ -1,0 +1,252 @@
+"""Search by text or by an uploaded image: request parsing, upload checks, results.
+
+Query-time embedding belongs to ``models.py``; :func:`embedding_backend` is the one
+seam to it, so this module never knows which llm plugin does the work.  Uploads
+are read with a hard byte limit before anything parses them, checked to be an
+image format we accept, and only then handed to the model.  CSRF is Datasette's
+(asgi-csrf): the HTML form carries the ``csrftoken`` field before the file.
+"""
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import io
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .gallery import FacetCounts, GalleryError, check_filter, neighbour_cards
+from .similarity import NeighbourFilter, SimilarityError, check_k, similar_to_vector
+from .store import ModelInfo
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_TEXT_CHARS = 2000
+ACCEPTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+
+
+class SearchError(GalleryError):
+    """A search request we refuse, with the HTTP status to answer it with."""
+
+
+def embedding_backend():
+    """The query-time embedding module (``models.py``): the single place to rewire."""
+    from . import models
+
+    return models
+
+
+def llm_model_id(model: ModelInfo, config) -> str | None:
+    """The llm model that embeds queries for a stored model, or None (not searchable)."""
+    try:
+        return embedding_backend().llm_model_for_label(config, model)
+    except ValueError:
+        return None
+
+
+def model_capabilities(model: ModelInfo, config) -> dict:
+    """``{"label", "dimensions", "text", "image"}``: what a stored model can be searched with."""
+    backend = embedding_backend()
+    model_id = llm_model_id(model, config)
+    caps = {"label": model.label, "dimensions": model.dimensions, "text": False, "image": False}
+    if model_id is None:
+        return caps
+    for key, fn in (("text", backend.supports_text), ("image", backend.supports_images)):
+        try:
+            caps[key] = bool(fn(model_id))
+        except backend.EmbeddingError:  # an llm model that is not installed cannot be searched with
+            caps[key] = False
+    return caps
+
+
+# ---------------------------------------------------------------- uploads
+@dataclass
+class SearchForm:
+    text: str | None = None
+    image: bytes | None = None
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+    def get(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[0] if values else None
+
+    def getlist(self, name: str) -> list[str]:
+        return list(self.fields.get(name, []))
+
+
+async def read_body(receive: Callable, limit: int = MAX_UPLOAD_BYTES + 64 * 1024) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise SearchError(f"upload too large: the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB", status=413)
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def parse_body(content_type: str, body: bytes) -> SearchForm:
+    """A multipart form (the HTML page) or a raw image body (API clients)."""
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if ctype.startswith("image/"):
+        return SearchForm(image=body)
+    if ctype != "multipart/form-data":
+        raise SearchError(
+            f"unsupported Content-Type '{ctype or 'none'}': send multipart/form-data with an 'image' file, or the image bytes as image/jpeg, image/png, image/gif or image/webp",
+            status=415,
+        )
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise SearchError("malformed multipart/form-data body")
+    form = SearchForm()
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        if part.get_filename() is not None or name == "image":
+            if name == "image" and payload:
+                form.image = payload
+            continue
+        form.fields.setdefault(name, []).append(payload.decode("utf-8", "replace"))
+    form.text = form.get("q")
+    return form
+
+
+def check_image(data: bytes) -> str:
+    """The image's format name, or a 400/415 naming what is wrong with the upload."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise SearchError("the uploaded image is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise SearchError(f"upload too large: the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB", status=413)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            fmt = image.format
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as ex:
+        raise SearchError(f"the upload is not a readable image ({ex.__class__.__name__}): use JPEG, PNG, GIF or WebP", status=415) from None
+    if fmt not in ACCEPTED_FORMATS:
+        raise SearchError(f"image format {fmt} is not accepted: use JPEG, PNG, GIF or WebP", status=415)
+    return fmt
+
+
+# ---------------------------------------------------------------- CSRF for uploads
+# asgi-csrf 0.11 cannot read multipart bodies with python-multipart >= 0.0.26 (the
+# version with the CVE-2026-40347 fix): it crashes with a TypeError, see
+# simonw/asgi-csrf#38.  So for multipart POSTs to the search page only, Datasette's
+# skip_csrf hook hands the check to us, and we apply asgi-csrf's own rule to the form
+# we parse anyway: a request that carries cookies must send the ``csrftoken`` field
+# equal to the signed token asgi-csrf put in the scope (the value of its
+# ``ds_csrftoken`` cookie once that cookie has a valid signature).
+SEARCH_PATH = re.compile(r"^/[^/]+/-/search(\.json)?$")
+
+
+def skips_asgi_csrf(scope: dict, base_url: str = "/") -> bool:
+    """True for multipart POSTs to a search page: :func:`check_csrf` checks those."""
+    if scope.get("type") != "http" or scope.get("method") != "POST":
+        return False
+    path = scope.get("path", "")
+    prefix = base_url.rstrip("/")
+    if prefix and path.startswith(prefix):
+        path = path[len(prefix):]
+    headers = dict(scope.get("headers") or [])
+    ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    return ctype == b"multipart/form-data" and bool(SEARCH_PATH.match(path))
+
+
+def check_csrf(scope: dict, headers: dict, form: SearchForm) -> None:
+    """asgi-csrf's rule for a multipart form: no cookies, no ambient authority, no check."""
+    if not headers.get("cookie"):
+        return
+    expected = scope.get("csrftoken")
+    sent = form.get("csrftoken") or ""
+    if expected is None or not secrets.compare_digest(sent.encode(), str(expected()).encode()):
+        raise SearchError("form submission failed the CSRF check: reload the search page and try again", status=403)
+
+
+# ---------------------------------------------------------------- searching
+def query_vector(model: ModelInfo, config, *, text: str | None, image: bytes | None) -> np.ndarray:
+    """Embed the query with the llm model behind ``model``; errors become 400s.
+
+    ``config`` is the models module's configuration (or the Datasette instance):
+    its query switch and size limits apply to every query.
+    """
+    backend = embedding_backend()
+    caps = model_capabilities(model, config)
+    model_id = llm_model_id(model, config)
+    try:
+        if image is not None:
+            if not caps["image"]:
+                raise SearchError(f"model '{model.label}' cannot embed images")
+            check_image(image)
+            return np.asarray(backend.embed_image(model_id, image, config=config), dtype="<f4")
+        if not caps["text"]:
+            raise SearchError(f"model '{model.label}' cannot embed text")
+        return np.asarray(backend.embed_text(model_id, text or "", config=config), dtype="<f4")
+    except SearchError:
+        raise
+    except backend.EmbeddingError as ex:
+        raise SearchError(f"could not embed the query with '{model.label}': {ex}") from None
+
+
+def embedding_config(datasette):
+    """The query-time embedding configuration (limits, the on/off switch) of an instance."""
+    return embedding_backend().config_of(datasette)
+
+
+def plan_search(
+    models: list[dict],
+    counts: FacetCounts,
+    *,
+    model_label: str | None,
+    text: str | None,
+    image: bytes | None,
+    k: int,
+    providers: tuple[str, ...],
+) -> dict:
+    """Validate a search and choose its model; the returned dict is the page's data.
+
+    With no model named, the first model that can embed this kind of query is
+    used, so a visitor who only typed words still gets results.
+    """
+    check_filter(counts, NeighbourFilter(providers=providers))
+    check_k(k)
+    text = (text or "").strip() or None
+    if text and image is not None:
+        raise SearchError("search by text or by image, not both at once")
+    if text and len(text) > MAX_TEXT_CHARS:
+        raise SearchError(f"the query text is too long ({len(text)} characters; the limit is {MAX_TEXT_CHARS})")
+    if model_label is not None and model_label not in {m["label"] for m in models}:
+        raise SearchError(f"unknown model '{model_label}' (known: {', '.join(m['label'] for m in models) or 'none'})", status=404)
+    wanted = "image" if image is not None else "text"
+    if model_label is None and (text or image is not None):
+        usable = [m for m in models if m[wanted]]
+        if not usable:
+            raise SearchError(f"no model in this database can embed {wanted} queries")
+        model_label = usable[0]["label"]
+    return {
+        "query": {"text": text, "image": image is not None, "model": model_label, "k": k, "provider": list(providers)},
+        "models": models,
+        "providers": counts.providers,
+        "results": [],
+    }
+
+
+def run_search(conn, model_label: str, vector: np.ndarray, *, k: int, providers: tuple[str, ...], base_url: str) -> list[dict]:
+    """The k nearest records to a query vector, as cards, with the provider filter inside the KNN."""
+    try:
+        neighbours = similar_to_vector(conn, model_label, vector, k, NeighbourFilter(providers=providers))
+    except SimilarityError as ex:
+        raise SearchError(str(ex)) from None
+    return neighbour_cards(neighbours, base_url)

@@ -1,0 +1,98 @@
+"""SQL functions on every connection: ``embed_text``, ``embed_image``, ``vec_cosine``.
+
+``embed_text(model, text)`` and ``embed_image(model, image_blob)`` return the
+little-endian float32 BLOB that sqlite-vec takes directly::
+
+    select r.* from vec_clip_vit_b_32_1a2b3c4d v join records r on r.id = v.id
+    where v.embedding match embed_text('clip-ViT-B-32', 'a ship in a storm') and k = 10
+
+``model`` is a stored model label (mapped to an llm model through plugin
+configuration or the ``models`` table) or an llm model id/alias.  Every refusal is
+a SQL error carrying a clear message; no function ever returns an error as a value.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import models, sqlite_udf
+from .models import EmbeddingConfig, EmbeddingError
+from .vectors import VectorError, cosine_similarity, parse_vector, to_blob
+
+
+def _stored_model(conn, label: str) -> tuple[bool, str | None]:
+    """Whether this database stores ``label``, and its ``models.llm_model_id``."""
+    try:
+        row = conn.execute("select llm_model_id from models where label = ?", [label]).fetchone()
+    except Exception:  # not a datasette-embeddings database
+        return False, None
+    return (row is not None), (row[0] if row and row[0] else None)
+
+
+def _model_name(value: Any, function: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise EmbeddingError(f"{function}(): the first argument must be a model label or llm model id")
+    return value
+
+
+def register_functions(conn, config: EmbeddingConfig | None = None) -> None:
+    """Register the functions on ``conn`` with the limits and switch of ``config``."""
+    config = config or EmbeddingConfig()
+
+    def resolve(name: str) -> str:
+        if name in config.models:
+            return config.models[name]
+        stored, llm_id = _stored_model(conn, name)
+        if stored and not llm_id and not models.is_known(name):
+            raise EmbeddingError(
+                f"model '{name}' is stored in this database but no llm model embeds queries for it: "
+                f"set plugins: datasette-embeddings: models: {{'{name}': <llm model id>}} in metadata.yml"
+            )
+        return models.resolve(name, config, llm_id)
+
+    def embed_text(model: Any, text: Any) -> bytes:
+        name = _model_name(model, "embed_text")
+        config.require_enabled()
+        _argument("embed_text", "text", text, str, "TEXT")
+        return to_blob(models.embed_text(resolve(name), text, config=config))
+
+    def embed_image(model: Any, image: Any) -> bytes:
+        name = _model_name(model, "embed_image")
+        config.require_enabled()
+        _argument("embed_image", "image", image, bytes, "a BLOB of image bytes", " (embed_image never reads files or fetches URLs)")
+        return to_blob(models.embed_image(resolve(name), image, config=config))
+
+    sqlite_udf.create_function(conn, "embed_text", 2, embed_text)
+    sqlite_udf.create_function(conn, "embed_image", 2, embed_image)
+    sqlite_udf.create_function(conn, "vec_cosine", 2, vec_cosine, deterministic=True)
+
+
+def vec_cosine(a: Any, b: Any) -> float | None:
+    """Cosine similarity (1 = same direction) of two BLOB or JSON-array vectors; NULL in, NULL out.
+
+    vec0 tables declared with ``distance_metric=cosine`` report ``distance`` = 1 - this.
+    """
+    if a is None or b is None:
+        return None
+    try:
+        return cosine_similarity(parse_vector(a), parse_vector(b))
+    except VectorError as ex:
+        raise EmbeddingError(f"vec_cosine(): {ex}") from None
+
+
+def _argument(function: str, argument: str, value: Any, kind: type, expected: str, note: str = "") -> None:
+    if value is None:
+        raise EmbeddingError(f"{function}(): {argument} is NULL")
+    if not isinstance(value, kind):
+        raise EmbeddingError(f"{function}(): {argument} must be {expected}, got {_sql_type(value)}{note}")
+
+
+def _sql_type(value: Any) -> str:
+    if isinstance(value, str):
+        return "TEXT"
+    if isinstance(value, bytes):
+        return "BLOB"
+    if isinstance(value, int):
+        return "INTEGER"
+    if isinstance(value, float):
+        return "REAL"
+    return "NULL"

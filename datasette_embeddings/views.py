@@ -1,0 +1,266 @@
+"""Route handlers: parse and check parameters, call the data functions, answer.
+
+Every page answers HTML or, with ``.json``, the same dict as JSON.  Bad input
+(an unknown record, model or provider, a k that is not 1..MAX_K) is a 4xx with
+a message naming the parameter, in both forms; nothing a visitor types can
+reach a 500.  CORS follows Datasette's own switch (``datasette --cors``).
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlencode
+
+from datasette.utils import add_cors_headers
+from datasette.utils.asgi import Forbidden, Response
+
+from . import gallery, search
+from .similarity import MAX_K, SimilarityError
+from .store import Store
+
+DEFAULT_K = 20
+TRUE_VALUES = {"1", "true", "on", "yes"}
+
+
+class ViewError(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# ---------------------------------------------------------------- helpers
+def _respond(datasette, response: Response) -> Response:
+    if datasette.cors:
+        add_cors_headers(response.headers)
+    return response
+
+
+async def _render(datasette, request, template: str, context: dict, status: int = 200) -> Response:
+    html = await datasette.render_template([template], context, request=request)
+    return _respond(datasette, Response.html(html, status=status))
+
+
+async def _error(datasette, request, as_json: bool, message: str, status: int) -> Response:
+    if as_json:
+        return _respond(datasette, Response.json({"ok": False, "error": message, "status": status}, status=status))
+    return await _render(
+        datasette, request, "embeddings_error.html", {"error": message, "status": status}, status=status
+    )
+
+
+def int_param(args, name: str, default: int, low: int, high: int, hint: str = "") -> int:
+    """A whole-number query parameter within ``low..high``, or a 400 naming it."""
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ViewError(f"{name} must be a whole number from {low} to {high}, got '{raw[:40]}'{hint}")
+    return value
+
+
+def _url(path: str, params: list[tuple[str, Any]]) -> str:
+    params = [(k, v) for k, v in params if v not in (None, "", False)]
+    return path + ("?" + urlencode(params) if params else "")
+
+
+def _params(request, drop: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    return [(k, v) for k in request.args.keys() if k not in drop for v in request.args.getlist(k)]
+
+
+async def _database(datasette, request):
+    """The requested database, after Datasette's permission check, holding our tables."""
+    route = request.url_vars["database"]
+    try:
+        db = datasette.get_database(route=route)
+    except KeyError:
+        raise ViewError(f"no database '{route}'", status=404)
+    await datasette.ensure_permissions(request.actor, [("view-database", db.name), "view-instance"])
+    if not await db.execute_fn(gallery.has_embeddings_tables):
+        raise ViewError(f"database '{db.name}' has no records and models tables (load Parquet files into it first)", status=404)
+    return db
+
+
+def _handler(template: str) -> Callable:
+    """Wrap a data coroutine into a view that renders HTML or JSON and maps errors to 4xx."""
+
+    def decorate(fn: Callable[..., Awaitable[dict]]) -> Callable:
+        async def view(datasette, request):
+            as_json = bool(request.url_vars.get("format"))
+            try:
+                data = await fn(datasette, request)
+            except Forbidden:
+                raise
+            except (ViewError, gallery.GalleryError) as ex:
+                return await _error(datasette, request, as_json, str(ex), ex.status)
+            except SimilarityError as ex:
+                return await _error(datasette, request, as_json, str(ex), 400)
+            if as_json:
+                return _respond(datasette, Response.json({"ok": True, **data}))
+            return await _render(datasette, request, template, data)
+
+        return view
+
+    return decorate
+
+
+def _base(datasette, db) -> str:
+    return datasette.urls.database(db.name) + "/-/gallery"
+
+
+# ---------------------------------------------------------------- gallery
+@_handler("embeddings_gallery.html")
+async def gallery_view(datasette, request) -> dict:
+    db = await _database(datasette, request)
+    args = request.args
+    flt = gallery.GalleryFilter(
+        providers=tuple(dict.fromkeys(p for p in args.getlist("provider") if p)),
+        model=args.get("model") or None,
+        type=args.get("type") or None,
+    )
+    after = int_param(args, "after", 0, 0, 2**63 - 1)
+    size = int_param(args, "size", gallery.DEFAULT_PAGE_SIZE, 1, gallery.MAX_PAGE_SIZE)
+    base = _base(datasette, db)
+    data = await db.execute_fn(
+        lambda conn: gallery.gallery_page(conn, flt, after=after, size=size, base_url=base, cache_key=db.name)
+    )
+    here = _params(request, drop=("after",))
+    data["next_url"] = _url(base, here + [("after", data["next_after"])]) if data["next_after"] else None
+    data["first_url"] = _url(base, here) if after else None
+    for facet, items in data["facets"].items():
+        for item in items:
+            item["url"] = _facet_toggle_url(base, here, facet, item["value"], item["selected"])
+    data["clear_url"] = base
+    data["database"] = db.name
+    data["search_url"] = datasette.urls.database(db.name) + "/-/search"
+    data["table_url"] = datasette.urls.table(db.name, "records")
+    return data
+
+
+def _facet_toggle_url(base: str, here: list, facet: str, value: str, selected: bool) -> str:
+    """Providers add and remove one by one; model and type replace the current choice."""
+    if facet == "provider":
+        rest = [(k, v) for k, v in here if not (k == "provider" and v == value)]
+        return _url(base, rest if selected else rest + [("provider", value)])
+    rest = [(k, v) for k, v in here if k != facet]
+    return _url(base, rest if selected else rest + [(facet, value)])
+
+
+# ---------------------------------------------------------------- record
+@_handler("embeddings_record.html")
+async def record_view(datasette, request) -> dict:
+    db = await _database(datasette, request)
+    raw_id = request.url_vars["record_id"]
+    if not raw_id.isdigit():
+        raise ViewError(f"record id must be a whole number, got '{raw_id[:40]}'", status=404)
+    args = request.args
+    k = int_param(args, "k", DEFAULT_K, 1, MAX_K)
+    providers = tuple(dict.fromkeys(p for p in args.getlist("provider") if p))
+    exclude = tuple(dict.fromkeys(p for p in args.getlist("exclude_provider") if p))
+    exclude_subject = (args.get("exclude_subject") or "").lower() in TRUE_VALUES
+    base = _base(datasette, db)
+    data = await db.execute_fn(
+        lambda conn: gallery.record_page(
+            conn, int(raw_id), k=k, providers=providers, exclude_providers=exclude,
+            exclude_subject=exclude_subject, model=args.get("model") or None, base_url=base, cache_key=db.name,
+        )
+    )
+    record = data["record"]
+    path = record["url"]
+    keep = [("k", k if k != DEFAULT_K else None), ("exclude_subject", "1" if exclude_subject else None)]
+    this = record["provider"]
+    scope = [
+        {"label": "All providers", "url": _url(path, keep), "selected": not providers and not exclude},
+        {"label": "Only this provider", "url": _url(path, keep + [("provider", this)]), "selected": providers == (this,) and not exclude},
+        {"label": "Only other providers", "url": _url(path, keep + [("exclude_provider", this)]), "selected": exclude == (this,) and not providers},
+    ]
+    scope += [
+        {"label": p, "url": _url(path, keep + [("provider", p)]), "selected": providers == (p,) and not exclude, "provider": True}
+        for p in data["providers"] if p != this
+    ]
+    filters = [("provider", p) for p in providers] + [("exclude_provider", p) for p in exclude]
+    for sibling in data["models"]:
+        sibling["url"] = _url(f"{base}/{sibling['id']}", filters + keep)
+    data["scope"] = scope
+    data["subject_toggle_url"] = _url(
+        path, filters + [("k", k if k != DEFAULT_K else None), ("exclude_subject", None if exclude_subject else "1")]
+    )
+    data["hidden_filters"] = filters + [("exclude_subject", "1")] * exclude_subject
+    data["database"] = db.name
+    data["gallery_url"] = base
+    data["search_url"] = datasette.urls.database(db.name) + "/-/search"
+    data["json_url"] = _url(path + ".json", _params(request))
+    data["max_k"] = MAX_K
+    return data
+
+
+# ---------------------------------------------------------------- search
+@_handler("embeddings_search.html")
+async def search_view(datasette, request) -> dict:
+    db = await _database(datasette, request)
+    form = search.SearchForm()
+    if request.method == "POST":
+        body = await search.read_body(request.receive)
+        form = search.parse_body(request.headers.get("content-type", ""), body)
+        if request.headers.get("content-type", "").lower().startswith("multipart/"):
+            search.check_csrf(request.scope, request.headers, form)  # asgi-csrf skips these: see search.py
+    # the query string also counts, so API clients can POST raw image bytes to ?model=...&k=...
+    fields = {k: request.args.getlist(k) for k in request.args.keys()}
+    for name, values in form.fields.items():
+        fields[name] = values
+    get = lambda name: (fields.get(name) or [None])[0]  # noqa: E731
+    k = int_param({"k": get("k")}, "k", DEFAULT_K, 1, MAX_K)
+    providers = tuple(dict.fromkeys(p for p in fields.get("provider", []) if p))
+    config = search.embedding_config(datasette)
+    stored, counts = await db.execute_fn(lambda conn: (Store(conn).models(), gallery.facet_counts(conn, db.name)))
+    models = [search.model_capabilities(m, config) for m in stored]
+    data = search.plan_search(
+        models, counts, model_label=get("model") or None, text=get("q"), image=form.image, k=k, providers=providers
+    )
+    query = data["query"]
+    if query["text"] or query["image"]:
+        model = next(m for m in stored if m.label == query["model"])
+        vector = await asyncio.to_thread(
+            search.query_vector, model, config, text=query["text"], image=form.image
+        )
+        base = _base(datasette, db)
+        data["results"] = await db.execute_fn(
+            lambda conn: search.run_search(conn, model.label, vector, k=k, providers=providers, base_url=base)
+        )
+    data["database"] = db.name
+    data["gallery_url"] = _base(datasette, db)
+    data["search_url"] = datasette.urls.database(db.name) + "/-/search"
+    data["max_k"] = MAX_K
+    data["max_upload_mb"] = search.MAX_UPLOAD_BYTES // (1024 * 1024)
+    return data
+
+
+# ---------------------------------------------------------------- overview
+@_handler("embeddings_overview.html")
+async def overview_view(datasette, request) -> dict:
+    await datasette.ensure_permissions(request.actor, ["view-instance"])
+    databases = []
+    for name, db in datasette.databases.items():
+        if name == "_internal":
+            continue
+        if not await datasette.permission_allowed(request.actor, "view-database", name, default=True):
+            continue
+        if not await db.execute_fn(gallery.has_embeddings_tables):
+            continue
+        info = await db.execute_fn(lambda conn: gallery.database_overview(conn, name))
+        base = datasette.urls.database(name)
+        databases.append({"name": name, "gallery_url": base + "/-/gallery", "search_url": base + "/-/search", **info})
+    return {"databases": databases}
+
+
+def routes() -> list[tuple[str, Callable]]:
+    db = r"^/(?P<database>[^/]+)/-/"
+    return [
+        (r"^/-/embeddings(?P<format>\.json)?$", overview_view),
+        (db + r"gallery(?P<format>\.json)?$", gallery_view),
+        (db + r"gallery/(?P<record_id>[^/]+?)(?P<format>\.json)?$", record_view),
+        (db + r"search(?P<format>\.json)?$", search_view),
+    ]

@@ -1,0 +1,161 @@
+"""Canned queries on a real database loaded from Parquet, checked against NumPy brute force."""
+import itertools
+import pathlib
+
+import numpy as np
+import pytest
+import yaml
+from datasette.app import Datasette
+
+from datasette_embeddings import canned
+from datasette_embeddings.store import ModelInfo, vec_table_name
+from tests.gallery_fixtures import FAKE_TEXT_MODEL, IMAGE_MODEL, ds, fetch, museum_db  # noqa: F401
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def vectors(museum_db):
+    """id -> (record, unit vector) for every record, read back through the store."""
+    from datasette_embeddings.sqlite_conn import connect
+    from datasette_embeddings.store import Store
+
+    conn = connect(str(museum_db))
+    try:
+        store = Store(conn)
+        out = {}
+        for (rid,) in conn.execute("select id from records"):
+            v = store.vector(rid).astype(np.float64)
+            out[rid] = (store.record(rid), v / np.linalg.norm(v))
+        return out
+    finally:
+        conn.close()
+
+
+def rows(ds, name: str, **params) -> list[dict]:
+    r = fetch(ds, f"/museum/{name}.json", params={**params, "_shape": "array"})
+    assert r.status_code == 200, r.text[:500]
+    return r.json()
+
+
+def test_similar_records(ds, vectors):
+    (target,) = [i for i, (r, _) in vectors.items() if r["depiction_id"] == "SK-C-5" and r["model"] == IMAGE_MODEL]
+    got = rows(ds, "similar_records", provider="rijksmuseum", depiction_id="SK-C-5", model=IMAGE_MODEL, k=4)
+    query = vectors[target][1]
+    expected = sorted(
+        ((i, float(v @ query)) for i, (r, v) in vectors.items() if r["model"] == IMAGE_MODEL and i != target),
+        key=lambda p: -p[1],
+    )[:4]
+    assert [r["id"] for r in got] == [i for i, _ in expected]
+    assert [r["similarity"] for r in got] == pytest.approx([s for _, s in expected], abs=1e-3)
+
+
+def test_similar_records_under_the_other_model(ds, vectors):
+    got = rows(ds, "similar_records", provider="rijksmuseum", depiction_id="SK-C-5", model=FAKE_TEXT_MODEL, k=3)
+    assert len(got) == 3 and all(r["model"] == FAKE_TEXT_MODEL for r in got)
+
+
+def test_cross_provider_links(ds, vectors):
+    got = rows(ds, "cross_provider_links", model=IMAGE_MODEL, provider_a="rijksmuseum",
+               provider_b="the-metropolitan-museum-of-art", threshold="-1")
+    a_ids = [i for i, (r, _) in vectors.items() if r["model"] == IMAGE_MODEL and r["provider"] == "rijksmuseum"]
+    b_ids = [i for i, (r, _) in vectors.items() if r["model"] == IMAGE_MODEL and r["provider"] == "the-metropolitan-museum-of-art"]
+    expected = {}
+    for a in a_ids:
+        best = max(b_ids, key=lambda b: float(vectors[a][1] @ vectors[b][1]))
+        expected[a] = (best, float(vectors[a][1] @ vectors[best][1]))
+    assert {r["id"]: r["match_id"] for r in got} == {a: b for a, (b, _) in expected.items()}
+    for r in got:
+        assert r["similarity"] == pytest.approx(expected[r["id"]][1], abs=1e-3)
+        assert r["match_provider"] == "the-metropolitan-museum-of-art"
+    # a threshold keeps only the links at least that similar
+    cut = sorted(s for _, s in expected.values())[len(expected) // 2]
+    kept = rows(ds, "cross_provider_links", model=IMAGE_MODEL, provider_a="rijksmuseum",
+                provider_b="the-metropolitan-museum-of-art", threshold=str(cut - 1e-4))
+    assert {r["id"] for r in kept} == {a for a, (_, s) in expected.items() if s >= cut - 1e-4}
+
+
+def test_cross_provider_best_match_is_found_even_when_other_providers_are_closer(ds, vectors):
+    """Rijksmuseum's prints are nearest to each other; the link still finds the best *Brooklyn* record."""
+    got = rows(ds, "cross_provider_links", model=IMAGE_MODEL, provider_a="rijksmuseum", provider_b="brooklyn-museum",
+               threshold="-1")
+    assert len(got) == 4 and {r["match_provider"] for r in got} == {"brooklyn-museum"}
+
+
+def test_near_duplicates_finds_the_three_prints(ds, vectors):
+    got = rows(ds, "near_duplicates", model=IMAGE_MODEL, threshold="0.9")
+    ids = [i for i, (r, _) in vectors.items() if r["model"] == IMAGE_MODEL]
+    expected = set()
+    for a in ids:
+        b = max((j for j in ids if j != a), key=lambda j: float(vectors[a][1] @ vectors[j][1]))
+        if float(vectors[a][1] @ vectors[b][1]) >= 0.9:
+            expected.add(frozenset((a, b)))
+    pairs = [frozenset((r["id"], r["match_id"])) for r in got]
+    assert len(pairs) == len(set(pairs))  # each pair once
+    assert set(pairs) == expected
+    prints = {r["depiction_id"] for r in got} | {r["match_depiction_id"] for r in got}
+    assert {"RP-P-1906-1485", "RP-P-1906-1486", "RP-P-1906-1487"} <= prints
+    # the Night Watch and its evil twin (same vector) are a pair too
+    assert "SK-C-5" in prints
+
+
+def test_text_search_uses_embed_text(ds):
+    got = rows(ds, "text_search", model=FAKE_TEXT_MODEL, q="Seal with Unicorn", k=3)
+    assert got[0]["attributes"] and "Seal with Unicorn" in got[0]["attributes"]
+    assert got[0]["similarity"] == pytest.approx(1.0, abs=1e-3) and len(got) == 3
+
+
+@pytest.mark.parametrize("name", ["similar_records", "cross_provider_links", "text_search", "near_duplicates"])
+def test_canned_query_pages_render(ds, name):
+    html = fetch(ds, f"/museum/{name}").text
+    assert "<form" in html and canned.queries_for([])[name]["title"] in html
+
+
+def test_canned_query_pages_render_as_galleries_with_the_table_one_click_away(ds):
+    r = fetch(ds, "/museum/similar_records", params={"provider": "rijksmuseum", "depiction_id": "SK-C-5",
+                                                     "model": IMAGE_MODEL, "k": "3"})
+    assert r.text.count('class="emb-card"') == 3 and "_embeddings=table" in r.text
+    assert 'class="rows-and-columns"' in r.text
+    pairs = fetch(ds, "/museum/near_duplicates", params={"model": IMAGE_MODEL, "threshold": "0.9"}).text
+    assert 'class="emb-pair"' in pairs
+    plain = fetch(ds, "/museum/similar_records", params={"provider": "rijksmuseum", "depiction_id": "SK-C-5",
+                                                         "model": IMAGE_MODEL, "k": "3", "_embeddings": "table"}).text
+    assert 'class="emb-card"' not in plain and 'class="rows-and-columns"' in plain
+
+
+def test_queries_are_offered_for_any_database_with_records(museum_db, tmp_path):
+    import sqlite_utils
+
+    plain = tmp_path / "plain.db"
+    sqlite_utils.Database(plain)["things"].insert({"a": 1})
+    both = Datasette([str(museum_db), str(plain)])
+    assert {"similar_records", "cross_provider_links", "text_search", "near_duplicates"} <= {
+        q["name"] for q in fetch(both, "/museum.json").json()["queries"]}
+    assert fetch(both, "/plain.json").json()["queries"] == []
+
+
+def test_metadata_queries_take_precedence(museum_db):
+    custom = Datasette([str(museum_db)], metadata={"databases": {"museum": {"queries": {
+        "near_duplicates": {"sql": "select 1 as one", "title": "Custom"}}}}})
+    queries = {q["name"]: q for q in fetch(custom, "/museum.json").json()["queries"]}
+    assert queries["near_duplicates"]["title"] == "Custom"
+    assert queries["similar_records"]["title"] == "Similar records"
+
+
+def test_metadata_yml_demo_queries_are_the_generated_ones():
+    """metadata.yml ships the demo's queries; they must be exactly what canned.py builds."""
+    metadata = yaml.safe_load((ROOT / "metadata.yml").read_text())
+    shipped = metadata["databases"]["demo"]["queries"]
+    label = "colour-layout-v1"
+    generated = canned.queries_for([ModelInfo(label, vec_table_name(label), 0, 0)])
+    for name, query in generated.items():
+        assert shipped[name]["sql"].strip() == query["sql"].strip(), name
+        assert shipped[name]["params"] == query["params"]
+
+
+def test_guarded_union_has_a_branch_per_model():
+    models = [ModelInfo(f"m{i}", f"vec_m{i}", 4, 0) for i in range(3)]
+    sql = canned.similar_records_sql(models)
+    assert sql.count("union all") == 2
+    assert all(f":model = 'm{i}'" in sql for i in range(3))
+    assert "it''s" in canned.similar_records_sql([ModelInfo("it's", "vec_x", 4, 0)])

@@ -1,0 +1,191 @@
+"""The upsert rule of ``load``, checked against full dumps of records and vectors.
+
+Key: (provider, depiction_id, model).  A newer ``created`` replaces the stored
+record and vector (keeping its id); an older one is skipped as stale; the same
+row again changes nothing.  Rows of one file follow the same rule in row order.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from datasette_embeddings import loader
+from datasette_embeddings.sqlite_conn import connect
+from tests.helpers import dump_database, file_hashes, make_records, write_parquet
+
+DIMS = 8
+
+
+def recs(n=10, created=1_700_000_000, seed=0, providers=("met",)):
+    return make_records(n=n, providers=providers, models={"m": DIMS}, seed=seed, created=created)
+
+
+def write(tmp_path, name, records, **kwargs):
+    path = tmp_path / name
+    write_parquet(path, records, **kwargs)
+    return str(path)
+
+
+def nearest_id(db, vector) -> int:
+    conn = connect(str(db), readonly=True)
+    try:
+        (table,) = conn.execute("select vec_table from models where label = 'm'").fetchone()
+        return conn.execute(
+            f"select id from {table} where embedding match ? and k = 1", [np.asarray(vector, "<f4").tobytes()]
+        ).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_loading_the_same_file_twice_changes_nothing(tmp_path):
+    db = tmp_path / "x.db"
+    src = write(tmp_path, "a.parquet", recs())
+    first = loader.load(str(db), [src])
+    assert first.totals().inserted == 10
+    dump, hashes = dump_database(db), file_hashes(db)
+    again = loader.load(str(db), [src])
+    t = again.totals()
+    assert (t.inserted, t.updated, t.stale, t.unchanged) == (0, 0, 0, 10)
+    assert dump_database(db) == dump
+    assert file_hashes(db) == hashes
+
+
+def test_newer_created_replaces_record_and_vector_keeping_the_id(tmp_path):
+    db = tmp_path / "x.db"
+    old = recs()
+    loader.load(str(db), [write(tmp_path, "old.parquet", old)])
+    ids_before = {row[1]: row[7] for row in dump_database(db)}
+    new = recs(seed=99, created=1_800_000_000)
+    for r in new:
+        r["attributes"] = {"subject_title": "re-embedded " + r["depiction_id"]}
+    report = loader.load(str(db), [write(tmp_path, "new.parquet", new)])
+    assert report.totals().updated == 10 and report.totals().inserted == 0
+    dump = {row[1]: row for row in dump_database(db)}
+    assert len(dump) == 10
+    for r in new:
+        row = dump[r["depiction_id"]]
+        assert row[4] == 1_800_000_000
+        assert row[5] == '{"subject_title": "re-embedded %s"}' % r["depiction_id"]
+        assert row[6] == np.asarray(r["embeddings"], "<f4").tobytes()
+        assert row[7] == ids_before[r["depiction_id"]]
+    # the vec0 index holds the new vector, not the old one
+    target = new[3]
+    assert nearest_id(db, target["embeddings"]) == ids_before[target["depiction_id"]]
+    conn = sqlite3.connect(db)
+    assert conn.execute("select record_count from models where label = 'm'").fetchone()[0] == 10
+
+
+def test_knn_no_longer_finds_the_replaced_vector(tmp_path):
+    db = tmp_path / "x.db"
+    old = recs(n=30)
+    loader.load(str(db), [write(tmp_path, "old.parquet", old)])
+    replaced = dict(old[5], embeddings=-np.asarray(old[5]["embeddings"]), created=old[5]["created"] + 1)
+    loader.load(str(db), [write(tmp_path, "one.parquet", [replaced])])
+    rid = {row[1]: row[7] for row in dump_database(db)}["met-d5"]
+    assert nearest_id(db, replaced["embeddings"]) == rid
+    assert nearest_id(db, old[5]["embeddings"]) != rid
+
+
+def test_older_created_is_skipped_as_stale(tmp_path):
+    db = tmp_path / "x.db"
+    loader.load(str(db), [write(tmp_path, "new.parquet", recs(created=1_800_000_000))])
+    dump = dump_database(db)
+    report = loader.load(str(db), [write(tmp_path, "old.parquet", recs(seed=5, created=1_700_000_000))])
+    assert report.totals().stale == 10
+    assert dump_database(db) == dump
+
+
+def test_same_created_different_content_replaces(tmp_path):
+    db = tmp_path / "x.db"
+    loader.load(str(db), [write(tmp_path, "a.parquet", recs())])
+    changed = recs()
+    changed[0]["attributes"] = {"subject_title": "corrected"}
+    report = loader.load(str(db), [write(tmp_path, "b.parquet", changed)])
+    t = report.totals()
+    assert (t.updated, t.unchanged) == (1, 9)
+    assert {row[1]: row[5] for row in dump_database(db)}["met-d0"] == '{"subject_title": "corrected"}'
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4096], ids=["batch-1", "batch-3", "one-batch"])
+def test_duplicate_keys_in_one_file_follow_the_rule_in_row_order(tmp_path, batch_size):
+    base = recs(n=1)[0]
+    v = lambda x: np.full(DIMS, x, np.float32)  # noqa: E731
+    rows = [
+        dict(base, created=100, embeddings=v(1)),  # inserted
+        dict(base, created=300, embeddings=v(3)),  # newer: replaces
+        dict(base, created=200, embeddings=v(2)),  # older than the row before: stale
+        dict(base, created=300, embeddings=v(3)),  # identical: unchanged
+        dict(base, created=300, embeddings=v(4), attributes={"k": "last"}),  # same time, new content: replaces
+    ]
+    db = tmp_path / "x.db"
+    report = loader.load(str(db), [write(tmp_path, "dups.parquet", rows)], batch_size=batch_size)
+    t = report.totals()
+    assert (t.inserted, t.updated, t.stale, t.unchanged) == (1, 2, 1, 1)
+    (row,) = dump_database(db)
+    assert row[4] == 300 and row[5] == '{"k": "last"}' and row[6] == v(4).tobytes()
+
+
+def test_subject_id_empty_becomes_the_depiction_id(tmp_path):
+    rows = recs(n=3)
+    rows[1]["subject_id"] = ""
+    db = tmp_path / "x.db"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.helpers import replace_column
+
+    pq.write_table(replace_column(rows, "subject_id", pa.array(["met-s0", "", None])), str(tmp_path / "s.parquet"))
+    loader.load(str(db), [str(tmp_path / "s.parquet")])
+    subjects = {row[1]: row[3] for row in dump_database(db)}
+    assert subjects == {"met-d0": "met-s0", "met-d1": "met-d1", "met-d2": "met-d2"}
+
+
+def test_a_failing_file_keeps_earlier_files_of_the_run(tmp_path):
+    db = tmp_path / "x.db"
+    good = write(tmp_path, "1-good.parquet", recs(providers=("good",)))
+    bad = tmp_path / "2-bad.parquet"
+    bad.write_bytes(b"nope")
+    after = write(tmp_path, "3-after.parquet", recs(providers=("after",)))
+    with pytest.raises(loader.LoadError) as info:
+        loader.load(str(db), [good, str(bad), after])
+    assert str(bad) in str(info.value)
+    providers = {row[0] for row in dump_database(db)}
+    assert providers == {"good"}
+
+
+def test_directory_loads_its_parquet_files_in_name_order(tmp_path):
+    d = tmp_path / "dir"
+    (d / "sub").mkdir(parents=True)
+    write_parquet(d / "b.parquet", recs(created=200))
+    write_parquet(d / "sub" / "a.parquet", recs(seed=3, created=100))
+    (d / "readme.txt").write_text("ignored")
+    db = tmp_path / "x.db"
+    report = loader.load(str(db), [str(d)])
+    assert [f.source for f in report.files] == [str(d / "b.parquet"), str(d / "sub" / "a.parquet")]
+    assert report.totals().stale == 10
+    assert {row[4] for row in dump_database(db)} == {200}
+
+
+def test_new_database_is_in_wal_mode_and_counts_are_kept(tmp_path):
+    db = tmp_path / "x.db"
+    loader.load(str(db), [write(tmp_path, "a.parquet", recs(providers=("a", "b")))])
+    conn = sqlite3.connect(db)
+    assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("select record_count, dimensions from models").fetchall() == [(20, DIMS)]
+    assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
+
+
+def test_reader_thread_stops_when_a_file_fails_and_when_it_succeeds(tmp_path):
+    import threading
+
+    good = recs(n=50)
+    bad = recs(n=50, providers=("bad",))
+    bad[40]["embeddings"][0] = np.nan
+    db = tmp_path / "x.db"
+    loader.load(str(db), [write(tmp_path, "good.parquet", good, row_group_size=5)], batch_size=5)
+    with pytest.raises(loader.LoadError, match="row 40, field 'embeddings'"):
+        loader.load(str(db), [write(tmp_path, "bad.parquet", bad, row_group_size=5)], batch_size=5)
+    assert not [t for t in threading.enumerate() if t.name == "datasette-embeddings-reader"]
+    assert {row[0] for row in dump_database(db)} == {"met"}

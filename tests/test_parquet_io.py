@@ -1,0 +1,105 @@
+"""Parquet reading and writing on its own: error format, streaming, canonical output."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datasette_embeddings.parquet_io import (
+    CANONICAL_SCHEMA,
+    RecordError,
+    ParquetRecordWriter,
+    read_batches,
+    write_records,
+)
+from tests.helpers import make_records, write_parquet, write_synthetic
+
+
+@pytest.mark.parametrize("kwargs,text", [
+    ({}, "bad thing"),
+    ({"source": "f.parquet"}, "f.parquet: bad thing"),
+    ({"source": "f.parquet", "row": 0}, "f.parquet, row 0: bad thing"),
+    ({"source": "f.parquet", "row": 7, "field": "embeddings"}, "f.parquet, row 7, field 'embeddings': bad thing"),
+    ({"field": "created"}, "field 'created': bad thing"),
+])
+def test_error_message_format(kwargs, text):
+    assert str(RecordError("bad thing", **kwargs)) == text
+
+
+def test_batches_are_bounded_and_rows_numbered_across_the_file(tmp_path):
+    path = tmp_path / "big.parquet"
+    write_synthetic(path, 2_500, 16, row_group_size=1_000)
+    batches = list(read_batches(str(path), batch_size=300))
+    assert max(len(b) for b in batches) <= 300
+    assert sum(len(b) for b in batches) == 2_500
+    starts = [b.first_row for b in batches]
+    assert starts == sorted(starts) and starts[0] == 0
+    assert all(b2.first_row == b1.first_row + len(b1) for b1, b2 in zip(batches, batches[1:]))
+    whole = pq.read_table(str(path)).column("embeddings").to_pylist()
+    flat = [v for b in batches for v in b.embeddings]
+    assert all(v.dtype == np.float32 for v in flat)
+    assert [v.tolist() for v in flat[::97]] == [np.asarray(w, np.float32).tolist() for w in whole[::97]]
+
+
+def test_error_row_counts_from_the_file_start_not_the_batch(tmp_path):
+    records = make_records(n=50, models={"m": 4})
+    records[37]["embeddings"][1] = np.inf
+    path = tmp_path / "x.parquet"
+    write_parquet(path, records, row_group_size=10)
+    with pytest.raises(RecordError) as info:
+        list(read_batches(str(path), batch_size=8))
+    assert (info.value.row, info.value.field, info.value.source) == (37, "embeddings", str(path))
+
+
+def test_writer_produces_the_canonical_schema_in_row_groups(tmp_path):
+    path = tmp_path / "out.parquet"
+    records = make_records(n=25, models={"m": 3})
+    with ParquetRecordWriter(str(path), row_group_size=10) as writer:
+        for r in records:
+            writer.write(r)
+    pf = pq.ParquetFile(str(path))
+    assert pf.schema_arrow == CANONICAL_SCHEMA
+    assert pf.num_row_groups == 3 and pf.metadata.num_rows == 25
+    assert write_records(str(tmp_path / "again.parquet"), records) == 25
+
+
+def test_written_attributes_and_vectors_are_exact(tmp_path):
+    records = make_records(n=4, models={"m": 5})
+    records[0]["embeddings"] = np.array([-0.0, 1e-45, -3.4e38, 1.0, 0.1], np.float32)
+    path = tmp_path / "out.parquet"
+    write_records(str(path), records)
+    (batch,) = list(read_batches(str(path)))
+    assert batch.embeddings[0].tobytes() == records[0]["embeddings"].tobytes()
+    assert batch.attributes == [r["attributes"] for r in records]
+    table = pq.read_table(str(path))
+    assert table.schema.field("attributes").type == pa.map_(pa.string(), pa.string())
+
+
+MAP = pa.map_(pa.string(), pa.string())
+
+
+@pytest.mark.parametrize("start,length", [(0, 5), (1, 4), (2, 2), (4, 1), (3, 0)])
+def test_string_map_fast_path_matches_the_checked_path_on_sliced_batches(start, length):
+    from datasette_embeddings.parquet_io import _attributes, _string_map_fast
+
+    full = pa.array(
+        [[("a", "1"), ("b", "2")], [], [("c", "3"), ("c", "again"), ("d", "")], [("e", "5")], [("ü", "ß")]], MAP
+    )
+    part = full.slice(start, length)
+    fast = _string_map_fast(part)
+    assert fast is not None
+    checked = [dict(pairs) for pairs in part.to_pylist()]
+    assert fast == checked
+    assert _attributes(part, 0) == checked
+
+
+@pytest.mark.parametrize("values", [
+    [[("a", None)]],          # null value: dropped by the checked path
+    [[("", "x")]],            # empty key: refused by the checked path
+    [None, [("a", "1")]],     # null map
+])
+def test_unusual_maps_take_the_checked_path(values):
+    from datasette_embeddings.parquet_io import _string_map_fast
+
+    assert _string_map_fast(pa.array(values, MAP)) is None

@@ -1,0 +1,125 @@
+"""Third-party attributes are untrusted: escaped text everywhere, only http(s) URLs as href/src."""
+import re
+
+import pytest
+
+from datasette_embeddings.page_hooks import render_cell
+from datasette_embeddings.safe_urls import safe_http_url
+from tests.gallery_fixtures import (  # noqa: F401
+    DATA_PREVIEW, EVIL_DEPICTION, EVIL_PREVIEW, EVIL_TITLE, FAKE_TEXT_MODEL, IMAGE_MODEL, ds, fetch, museum_db, rid,
+)
+
+UNSAFE_ATTRIBUTE = re.compile(r"""\b(href|src|action|formaction)\s*=\s*["']?\s*(javascript|data|vbscript):""", re.I)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("https://example.org/a.jpg", "https://example.org/a.jpg"),
+        ("http://example.org/a b", None),
+        ("  https://example.org/x  ", "https://example.org/x"),
+        ("HTTPS://EXAMPLE.ORG/", "HTTPS://EXAMPLE.ORG/"),
+        ("javascript:alert(1)", None),
+        ("JaVaScRiPt:alert(1)", None),
+        (" javascript:alert(1)", None),
+        ("java\tscript:alert(1)", None),
+        ("data:image/png;base64,AAAA", None),
+        ("vbscript:msgbox", None),
+        ("//evil.example/x.jpg", None),
+        ("/relative/path.jpg", None),
+        ("https:///nohost", None),
+        ("ftp://example.org/a.jpg", None),
+        ("https://exa\x00mple.org", None),
+        ("", None),
+        (None, None),
+        (42, None),
+    ],
+)
+def test_safe_http_url(value, expected):
+    assert safe_http_url(value) == expected
+
+
+def assert_safe(html: str) -> None:
+    assert not UNSAFE_ATTRIBUTE.search(html), UNSAFE_ATTRIBUTE.search(html).group(0)
+    assert "<script>alert" not in html
+    assert "<img src=x onerror" not in html
+    assert "<b>Evil</b>" not in html
+
+
+def evil_pages(museum_db) -> list[str]:
+    evil_image = rid(museum_db, "evil", EVIL_DEPICTION)
+    evil_text = rid(museum_db, "evil", EVIL_DEPICTION, FAKE_TEXT_MODEL)
+    night_watch = rid(museum_db, "rijksmuseum", "SK-C-5")
+    return [
+        "/museum/-/gallery?provider=evil",
+        "/museum/-/gallery",
+        f"/museum/-/gallery/{evil_image}",
+        f"/museum/-/gallery/{evil_text}",
+        f"/museum/-/gallery/{night_watch}",  # the evil twin is its nearest neighbour
+        "/museum/-/search?q=Evil+Night+Watch",
+        "/museum/-/search?q=data+preview",
+        "/museum/records?provider=evil",
+        "/museum/records?provider=evil&_embeddings=table",
+        f"/museum/records/{evil_image}",
+        f"/museum/similar_records?provider=rijksmuseum&depiction_id=SK-C-5&model={IMAGE_MODEL}&k=3",
+        f"/museum/near_duplicates?model={IMAGE_MODEL}&threshold=0.9",
+        "/museum/-/gallery?provider=%3Cscript%3Ealert(1)%3C/script%3E",
+        "/museum/-/gallery/1?k=%3Cscript%3Ealert(1)%3C/script%3E",
+        "/-/embeddings",
+    ]
+
+
+def test_every_page_escapes_text_and_drops_unsafe_urls(ds, museum_db):
+    for path in evil_pages(museum_db):
+        r = fetch(ds, path)
+        assert r.status_code in (200, 400), (path, r.status_code)
+        assert_safe(r.text)
+
+
+def test_evil_title_and_preview_show_as_plain_text(ds, museum_db):
+    evil_image = rid(museum_db, "evil", EVIL_DEPICTION)
+    html = fetch(ds, f"/museum/-/gallery/{evil_image}").text
+    assert "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;Evil" in html
+    assert "javascript:alert(1)</div>" in html  # the preview, as words
+    assert "&lt;img src=x onerror=alert(4)&gt;" in html  # the credit line
+    gallery = fetch(ds, "/museum/-/gallery?provider=evil").text
+    assert "data:text/html,&lt;script&gt;alert(3)&lt;/script&gt;" in gallery
+
+
+def test_json_carries_no_unsafe_urls(ds, museum_db):
+    evil_image = rid(museum_db, "evil", EVIL_DEPICTION)
+    data = fetch(ds, f"/museum/-/gallery/{evil_image}.json").json()
+    record = data["record"]
+    assert record["preview_url"] is None and record["subject_url"] is None
+    assert record["provider_url"] is None and record["depiction_url"] is None
+    assert record["text"] == EVIL_PREVIEW and record["title"] == EVIL_TITLE  # JSON is data; consumers escape
+    cards = fetch(ds, "/museum/-/gallery.json?provider=evil").json()["items"]
+    assert {c["text"] for c in cards} == {EVIL_PREVIEW, DATA_PREVIEW}
+    assert all(c["preview_url"] is None for c in cards)
+
+
+@pytest.mark.parametrize(
+    "value, column",
+    [
+        (EVIL_PREVIEW, "preview"),
+        (DATA_PREVIEW, "preview"),
+        ("javascript:alert(1)//.jpg", "preview_url"),
+        ('{"preview": "javascript:alert(1)", "type": "image"}', "attributes"),
+        ("https://example.org/page.html", "subject_url"),
+        (12, "preview"),
+    ],
+)
+def test_render_cell_leaves_unsafe_or_non_image_values_to_datasette(value, column):
+    assert render_cell(value, column) is None
+
+
+def test_render_cell_thumbnail_is_escaped():
+    html = str(render_cell('https://example.org/a.jpg?x="><script>alert(1)</script>', "preview"))
+    assert "<script>" not in html and "&#34;&gt;&lt;script&gt;" in html
+    html = str(render_cell('{"preview": "https://example.org/a.jpg", "subject_title": "<script>x</script>"}', "attributes"))
+    assert 'src="https://example.org/a.jpg"' in html and "<script>" not in html
+
+
+def test_preview_urls_render_as_thumbnails_in_any_table(ds):
+    html = fetch(ds, "/museum/records?provider=rijksmuseum&_embeddings=table").text
+    assert '<img src="https://images.example.org/SK-C-5.jpg"' in html

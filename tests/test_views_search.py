@@ -1,0 +1,156 @@
+"""Search by text (a FAKE llm text model) and by uploaded image (the real colour-layout-v1 model)."""
+import io
+import re
+
+import pytest
+from PIL import Image
+
+from tests.gallery_fixtures import FAKE_TEXT_MODEL, IMAGE_MODEL, IMAGES, ds, fetch, museum_db  # noqa: F401
+
+
+def csrf(ds) -> tuple[str, dict]:
+    """The form's csrftoken and the cookie asgi-csrf set with it, as a browser would have them."""
+    r = fetch(ds, "/museum/-/search")
+    token = re.search(r'name="csrftoken" value="([^"]+)"', r.text).group(1)
+    return token, {"ds_csrftoken": r.cookies["ds_csrftoken"]}
+
+
+def upload(ds, data: bytes, fields: dict | None = None, token: bool = True, path="/museum/-/search"):
+    form = dict(fields or {})
+    cookies = {}
+    if token:
+        value, cookies = csrf(ds)
+        form = {"csrftoken": value, **form}
+    return fetch(ds, path, "post", data=form, files={"image": ("query.jpg", data, "image/jpeg")}, cookies=cookies)
+
+
+def test_text_search_finds_the_record_with_those_words(ds):
+    data = fetch(ds, "/museum/-/search.json?q=The+Night+Watch").json()
+    assert data["query"]["model"] == FAKE_TEXT_MODEL  # the only text model is chosen by default
+    assert data["results"][0]["title"] == "The Night Watch"
+    assert data["results"][0]["similarity"] == pytest.approx(1.0, abs=1e-3)
+    sims = [c["similarity"] for c in data["results"]]
+    assert sims == sorted(sims, reverse=True) and len(sims) == 14
+
+
+def test_text_search_provider_filter_and_k(ds):
+    data = fetch(ds, "/museum/-/search.json?q=Portrait&provider=the-metropolitan-museum-of-art&k=1").json()
+    assert len(data["results"]) == 1
+    assert data["results"][0]["provider"] == "the-metropolitan-museum-of-art"
+    assert data["results"][0]["title"] == "Portrait of a Woman with a Man at a Casement"
+
+
+def test_search_page_offers_text_and_image_with_the_right_models(ds):
+    html = fetch(ds, "/museum/-/search").text
+    assert 'name="q"' in html and 'type="file"' in html and 'enctype="multipart/form-data"' in html
+    assert f'<option value="{FAKE_TEXT_MODEL}"' in html and f'<option value="{IMAGE_MODEL}"' in html
+    assert 'name="csrftoken"' in html
+    models = {m["label"]: m for m in fetch(ds, "/museum/-/search.json").json()["models"]}
+    assert models[IMAGE_MODEL]["image"] and not models[IMAGE_MODEL]["text"]
+    assert models[FAKE_TEXT_MODEL]["text"] and not models[FAKE_TEXT_MODEL]["image"]
+
+
+def test_text_search_html_shows_cards(ds):
+    html = fetch(ds, "/museum/-/search?q=Seal+with+Unicorn").text
+    assert "Seal with Unicorn" in html and 'class="emb-card"' in html and 'class="emb-bar"' in html
+
+
+def test_image_upload_with_csrf_token_finds_the_same_image(ds):
+    data = (IMAGES / "SK-C-5.jpg").read_bytes()
+    r = upload(ds, data, {"k": "3"})
+    assert r.status_code == 200, r.text[:500]
+    first = re.search(r'<h3 class="emb-title"><a href="[^"]+">([^<]+)</a>', r.text).group(1)
+    assert first == "The Night Watch"
+
+
+def test_image_upload_png_of_a_print_finds_the_prints(ds):
+    buffer = io.BytesIO()
+    with Image.open(IMAGES / "RP-P-1906-1486.jpg") as image:
+        image.convert("RGB").resize((300, 300)).save(buffer, format="PNG")
+    r = fetch(ds, "/museum/-/search.json?k=3", "post", content=buffer.getvalue(), headers={"content-type": "image/png"})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert r.json()["query"]["model"] == IMAGE_MODEL
+    assert {c["depiction_id"] for c in results} == {"RP-P-1906-1485", "RP-P-1906-1486", "RP-P-1906-1487"}
+
+
+def test_upload_without_csrf_token_is_refused_when_cookies_are_sent(ds):
+    _, cookies = csrf(ds)
+    r = fetch(ds, "/museum/-/search", "post", files={"image": ("q.jpg", (IMAGES / "SK-C-5.jpg").read_bytes(), "image/jpeg")},
+              cookies=cookies)
+    assert r.status_code == 403
+
+
+def test_upload_with_a_forged_token_is_refused(ds):
+    _, cookies = csrf(ds)
+    r = fetch(ds, "/museum/-/search", "post", data={"csrftoken": "forged"}, cookies=cookies,
+              files={"image": ("q.jpg", (IMAGES / "SK-C-5.jpg").read_bytes(), "image/jpeg")})
+    assert r.status_code == 403 and "CSRF" in r.text
+
+
+def test_multipart_without_cookies_is_an_api_call_and_allowed(ds):
+    r = upload(ds, (IMAGES / "SK-C-5.jpg").read_bytes(), {"k": "2"}, token=False, path="/museum/-/search.json")
+    assert r.status_code == 200 and r.json()["results"][0]["depiction_id"] == "SK-C-5"
+
+
+def test_csrf_skip_is_limited_to_multipart_posts_to_search():
+    from datasette_embeddings.search import skips_asgi_csrf
+
+    multipart = [(b"content-type", b"multipart/form-data; boundary=x")]
+    assert skips_asgi_csrf({"type": "http", "method": "POST", "path": "/db/-/search", "headers": multipart})
+    assert not skips_asgi_csrf({"type": "http", "method": "POST", "path": "/db/-/upload", "headers": multipart})
+    assert not skips_asgi_csrf({"type": "http", "method": "POST", "path": "/db/-/search",
+                                "headers": [(b"content-type", b"application/x-www-form-urlencoded")]})
+    assert not skips_asgi_csrf({"type": "http", "method": "POST", "path": "/db/query", "headers": multipart})
+
+
+def test_upload_of_a_non_image_is_415(ds):
+    r = upload(ds, b"%PDF-1.4 not an image at all")
+    assert r.status_code == 415 and "not a readable image" in r.text
+    r = fetch(ds, "/museum/-/search.json", "post", content=b"GIF89a-but-broken", headers={"content-type": "image/gif"})
+    assert r.status_code == 415 and "not a readable image" in r.json()["error"]
+
+
+def test_upload_of_an_unaccepted_format_is_415(ds):
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, format="BMP")
+    r = fetch(ds, "/museum/-/search.json", "post", content=buffer.getvalue(), headers={"content-type": "image/bmp"})
+    assert r.status_code == 415 and "BMP is not accepted" in r.json()["error"]
+
+
+def test_upload_over_the_size_limit_is_413(ds, monkeypatch):
+    from datasette_embeddings import search
+
+    monkeypatch.setattr(search, "MAX_UPLOAD_BYTES", 1024 * 1024)
+    big = b"\xff\xd8" + b"0" * (1024 * 1024 + 200 * 1024)
+    r = fetch(ds, "/museum/-/search.json", "post", content=big, headers={"content-type": "image/jpeg"})
+    assert r.status_code == 413 and "upload too large" in r.json()["error"]
+
+
+def test_wrong_content_type_is_415(ds):
+    r = fetch(ds, "/museum/-/search.json", "post", content=b'{"q": "x"}', headers={"content-type": "application/json"})
+    assert r.status_code == 415 and "unsupported Content-Type" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "query, status, message",
+    [
+        (f"q=x&model={IMAGE_MODEL}", 400, f"model '{IMAGE_MODEL}' cannot embed text"),
+        ("q=x&model=nope", 404, "unknown model 'nope'"),
+        ("q=x&k=0", 400, "k must be a whole number"),
+        ("q=x&k=lots", 400, "k must be a whole number"),
+        ("q=x&provider=nobody", 400, "unknown provider 'nobody'"),
+        ("q=" + "word+" * 1200, 400, "too long"),
+    ],
+)
+def test_bad_search_parameters(ds, query, status, message):
+    r = fetch(ds, f"/museum/-/search.json?{query}")
+    assert r.status_code == status and message in r.json()["error"]
+    r = fetch(ds, f"/museum/-/search?{query}")
+    assert r.status_code == status and message.replace("'", "&#39;") in r.text
+
+
+def test_image_with_a_text_only_model_is_400(ds):
+    r = fetch(ds, f"/museum/-/search.json?model={FAKE_TEXT_MODEL}", "post",
+              content=(IMAGES / "SK-C-5.jpg").read_bytes(), headers={"content-type": "image/jpeg"})
+    assert r.status_code == 400 and "cannot embed images" in r.json()["error"]
