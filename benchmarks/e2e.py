@@ -117,7 +117,8 @@ def main() -> None:
     parser.add_argument("--dims", type=int, default=512)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--vec0-requests", type=int, default=10)
-    parser.add_argument("--ann-threshold", type=int, default=500_000)
+    parser.add_argument("--ann-threshold", type=int, default=1_500_000, help="records above which the HNSW graph answers")
+    parser.add_argument("--ann-expansion-add", type=int, default=128, help="HNSW efConstruction in the server's config")
     args = parser.parse_args()
     vectors = clustered(args.n, args.dims)
     matrix = normalised(vectors)
@@ -141,7 +142,7 @@ def main() -> None:
             scores[provider_of != 3] = -np.inf
             prov_truths.append(np.argsort(-scores)[:K] + 1)
         results = []
-        server = Server(db_path, workdir, {"ann_threshold": args.ann_threshold})
+        server = Server(db_path, workdir, {"ann_threshold": args.ann_threshold, "ann_expansion_add": args.ann_expansion_add})
         try:
             t = time.perf_counter()
             get(f"{server.base}/{db}/-/gallery/{record_ids[0]}.json")  # builds the exact index

@@ -199,7 +199,13 @@ def main() -> None:
     parser.add_argument("--no-ann", action="store_true", help="skip the approximate index (its build dominates at 1M)")
     parser.add_argument("--include-1m-1152", action="store_true", help="also run 1M x 1152 (about 9 GB while building)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--ann-expansion-add", type=int, help="HNSW efConstruction (default: the plugin's)")
+    parser.add_argument("--ann-expansion-search", type=int, help="HNSW efSearch (default: the plugin's)")
     args = parser.parse_args()
+    if args.ann_expansion_add:
+        fast_index.settings.ann_expansion_add = args.ann_expansion_add
+    if args.ann_expansion_search:
+        fast_index.settings.ann_expansion_search = args.ann_expansion_search
     sizes = [int(s) for s in args.sizes.split(",")]
     dims_list = [int(d) for d in args.dims.split(",")]
     rows = []

@@ -13,6 +13,7 @@ whole match set, so page 5,000 costs what page 1 costs.
 from __future__ import annotations
 
 import heapq
+import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -91,7 +92,6 @@ def cards_from_rows(columns: Sequence[str], rows: Iterable, base_url: str) -> li
     cols = list(columns)
     if "id" not in cols or "attributes" not in cols:
         return None
-    import json
 
     def record_of(row, prefix: str) -> dict | None:
         get = lambda name: row[cols.index(prefix + name)] if prefix + name in cols else None  # noqa: E731

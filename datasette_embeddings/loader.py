@@ -18,7 +18,7 @@ import urllib.request
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from .parquet_io import RecordBatch, RecordError, read_batches
 from .sqlite_conn import connect
@@ -165,11 +165,14 @@ ProgressCallback = Callable[[int], None]
 PREFETCH_BATCHES = 2
 
 
-def prefetched(batches: Iterator[RecordBatch], depth: int = PREFETCH_BATCHES) -> Iterator[RecordBatch]:
-    """Read and validate the next batches in a thread while this one is written.
+T = TypeVar("T")
+
+
+def prefetched(batches: Iterator[T], depth: int = PREFETCH_BATCHES) -> Iterator[T]:
+    """Produce the next items in a thread while the caller writes this one.
 
     SQLite and Parquet decoding both release the GIL, so on two cores reading
-    overlaps writing (about a third faster).  The queue is bounded: at most
+    overlaps writing; validation and grouping run there too.  The queue is bounded: at most
     ``depth`` batches wait in memory.  Errors are re-raised here, in order.
     """
     q: queue.Queue = queue.Queue(maxsize=depth)
@@ -250,9 +253,14 @@ def load_file(store: Store, source: str, *, batch_size: int = 4096, progress: Pr
         try:
             touched: set[str] = set()
             seen_dims: dict[str, tuple[int, int]] = {}
-            for batch in prefetched(read_batches(path, batch_size=batch_size)):
+
+            def prepared() -> Iterator[tuple[RecordBatch, dict[str, list]]]:
+                # runs in the reader thread: only it touches seen_dims and the per-model counts
+                for batch in read_batches(path, batch_size=batch_size):
+                    yield batch, rows_by_model(batch, seen_dims, report.per_provider_model)
+
+            for batch, groups in prefetched(prepared()):
                 report.ignored_columns = batch.ignored_columns
-                groups = rows_by_model(batch, seen_dims, report.per_provider_model)
                 for label, rows in groups.items():
                     try:
                         model = store.ensure_model(label, len(rows[0][5]))

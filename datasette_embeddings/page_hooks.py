@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from . import gallery
 from .safe_urls import safe_http_url

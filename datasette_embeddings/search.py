@@ -23,7 +23,6 @@ from .similarity import NeighbourFilter, SimilarityError, check_k, similar_to_ve
 from .store import ModelInfo
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-MAX_TEXT_CHARS = 2000
 ACCEPTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
 
 
@@ -225,8 +224,6 @@ def plan_search(
     text = (text or "").strip() or None
     if text and image is not None:
         raise SearchError("search by text or by image, not both at once")
-    if text and len(text) > MAX_TEXT_CHARS:
-        raise SearchError(f"the query text is too long ({len(text)} characters; the limit is {MAX_TEXT_CHARS})")
     if model_label is not None and model_label not in {m["label"] for m in models}:
         raise SearchError(f"unknown model '{model_label}' (known: {', '.join(m['label'] for m in models) or 'none'})", status=404)
     wanted = "image" if image is not None else "text"

@@ -48,7 +48,7 @@ async def _error(datasette, request, as_json: bool, message: str, status: int) -
     )
 
 
-def int_param(args, name: str, default: int, low: int, high: int, hint: str = "") -> int:
+def int_param(args, name: str, default: int, low: int, high: int) -> int:
     """A whole-number query parameter within ``low..high``, or a 400 naming it."""
     raw = args.get(name)
     if raw is None or raw == "":
@@ -58,7 +58,7 @@ def int_param(args, name: str, default: int, low: int, high: int, hint: str = ""
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
-        raise ViewError(f"{name} must be a whole number from {low} to {high}, got '{raw[:40]}'{hint}")
+        raise ViewError(f"{name} must be a whole number from {low} to {high}, got '{raw[:40]}'")
     return value
 
 
@@ -154,7 +154,7 @@ def _facet_toggle_url(base: str, here: list, facet: str, value: str, selected: b
 async def record_view(datasette, request) -> dict:
     db = await _database(datasette, request)
     raw_id = request.url_vars["record_id"]
-    if not raw_id.isdigit():
+    if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):  # SQLite integers are 64-bit
         raise ViewError(f"record id must be a whole number, got '{raw_id[:40]}'", status=404)
     args = request.args
     k = int_param(args, "k", DEFAULT_K, 1, MAX_K)
@@ -242,6 +242,7 @@ async def search_view(datasette, request) -> dict:
 @_handler("embeddings_overview.html")
 async def overview_view(datasette, request) -> dict:
     await datasette.ensure_permissions(request.actor, ["view-instance"])
+    config = search.embedding_config(datasette)
     databases = []
     for name, db in datasette.databases.items():
         if name == "_internal":
@@ -251,6 +252,8 @@ async def overview_view(datasette, request) -> dict:
         if not await db.execute_fn(gallery.has_embeddings_tables):
             continue
         info = await db.execute_fn(lambda conn: gallery.database_overview(conn, name))
+        for model in info["models"]:  # configuration first, then the stored column (as models.py resolves)
+            model["query_model"] = config.models.get(model["label"]) or model["llm_model_id"]
         base = datasette.urls.database(name)
         databases.append({"name": name, "gallery_url": base + "/-/gallery", "search_url": base + "/-/search", **info})
     return {"databases": databases}

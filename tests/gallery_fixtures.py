@@ -1,7 +1,7 @@
 """A small real museum database for the web tests, built from real Parquet.
 
-* ``colour-layout-v1`` (the package's real built-in image model) embeds the eleven
-  real collection images in ``../shared/data/images``;
+* ``colour-layout-v1`` (the package's real built-in image model, through llm) embeds
+  the eleven real collection images in ``../shared/data/images``;
 * ``fake-words-8`` is a FAKE llm text embedding model registered for tests only
   (bag of hashed words, 8 dimensions): titles that share words are close, so text
   search has a knowable answer;
@@ -18,10 +18,8 @@ import re
 
 import llm
 import numpy as np
-from PIL import Image
 
-from datasette_embeddings import loader
-from datasette_embeddings.colour_layout import describe
+from datasette_embeddings import loader, models
 from tests.helpers import write_parquet
 
 IMAGES = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "images"
@@ -69,8 +67,6 @@ def register_fake_model() -> None:
     """Register the fake model with llm once per process; the models module re-reads llm."""
     if not llm.plugins.pm.has_plugin(_FakePlugin.__name__):
         llm.plugins.pm.register(_FakePlugin(), name=_FakePlugin.__name__)
-    from datasette_embeddings import models
-
     models.reset()
 
 
@@ -83,7 +79,8 @@ def _provider_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def build_records(image_base_url: str = "https://images.example.org/", hostile: bool = True) -> list[dict]:
+def build_records(image_base_url: str = "https://images.example.org/", test_records: bool = True) -> list[dict]:
+    """The collection under both models; ``test_records=False`` leaves out the fake-model, text and hostile records (real images, real model only)."""
     records = []
     for row in manifest():
         provider = _provider_key(row["provider"])
@@ -97,11 +94,14 @@ def build_records(image_base_url: str = "https://images.example.org/", hostile: 
             "provider_name": row["provider"],
             "provider_url": row["provider_url"],
         }
-        with Image.open(IMAGES / row["local_file"]) as image:
-            image_vector = describe(image)
+        # through the llm registry, as search uploads are: the real plugin path
+        image_vector = models.embed_image(IMAGE_MODEL, (IMAGES / row["local_file"]).read_bytes())
         base = {"provider": provider, "depiction_id": depiction, "subject_id": row["subject_id"], "created": CREATED, "attributes": attributes}
         records.append({**base, "model": IMAGE_MODEL, "embeddings": image_vector})
-        records.append({**base, "model": FAKE_TEXT_MODEL, "embeddings": fake_words_vector(row["title"])})
+        if test_records:
+            records.append({**base, "model": FAKE_TEXT_MODEL, "embeddings": fake_words_vector(row["title"])})
+    if not test_records:
+        return records
     text = "Color postcard; QSL card for KW6HF (Herb Wright) at Wake Island; includes aerial photographic image of island."
     records.append({
         "provider": "sfo-museum", "depiction_id": "1846754371-description", "subject_id": "1846754371",
@@ -110,8 +110,6 @@ def build_records(image_base_url: str = "https://images.example.org/", hostile: 
                        "subject_url": "https://collection.sfomuseum.org/objects/1846754371",
                        "provider_name": "SFO Museum"},
     })
-    if not hostile:
-        return records
     evil = {"type": "image", "preview": EVIL_PREVIEW, "subject_title": EVIL_TITLE,
             "subject_url": "javascript:alert(2)", "provider_url": "data:text/html,hi",
             "depiction_url": " javascript:alert(5)", "subject_creditline": "<img src=x onerror=alert(4)>",
@@ -126,11 +124,11 @@ def build_records(image_base_url: str = "https://images.example.org/", hostile: 
 
 
 def build_database(
-    directory: pathlib.Path, image_base_url: str = "https://images.example.org/", *, hostile: bool = True, name: str = "museum"
+    directory: pathlib.Path, image_base_url: str = "https://images.example.org/", *, test_records: bool = True, name: str = "museum"
 ) -> pathlib.Path:
     """Write the records to a real Parquet file and load it with the real loader."""
     parquet = directory / f"{name}.parquet"
-    write_parquet(parquet, build_records(image_base_url, hostile))
+    write_parquet(parquet, build_records(image_base_url, test_records))
     db = directory / f"{name}.db"
     loader.load(str(db), [str(parquet)])
     return db

@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -193,6 +194,7 @@ CASES = [
     ("invalid-utf8-id", _invalid_utf8, BAD_ROW, "depiction_id", "not valid UTF-8"),
     ("created-negative", _write(_table_with_row("created", -5)), BAD_ROW, "created", "is negative"),
     ("created-null", _write(_table_with_row("created", None)), BAD_ROW, "created", "is empty"),
+    ("created-beyond-int64", _write(_table_with_row("created", 2**64 - 1, pa.uint64())), BAD_ROW, "created", "is too large"),
     ("error-in-third-row-group", _late_error_many_row_groups, 250, "embeddings", "NaN or infinite"),
 ]
 
@@ -313,8 +315,11 @@ def test_url_that_works_is_loaded(tmp_path, http_dir):
     root, base = http_dir
     write_parquet(root / "good.parquet", records(5, providers=("web",)))
     target = tmp_path / "web.db"
+    downloads_before = set(Path(tempfile.gettempdir()).glob("datasette-embeddings-*.parquet"))
     result = CliRunner().invoke(cli, ["load", str(target), base + "/good.parquet", "--quiet"])
     assert result.exit_code == 0, result.output
+    # the download went to a temporary file, which is gone again
+    assert set(Path(tempfile.gettempdir()).glob("datasette-embeddings-*.parquet")) == downloads_before
     conn = sqlite3.connect(target)
     assert conn.execute("select count(*) from records where provider = 'web'").fetchone()[0] == 5
 

@@ -40,7 +40,7 @@ def server(tmp_path_factory):
     base = f"http://127.0.0.1:{port}"
     folder = tmp_path_factory.mktemp("browser")
     # "museum" is the real collection only (the screenshots); "hostile" adds the hostile records
-    db = build_database(folder, image_base_url=f"{base}/images/", hostile=False)
+    db = build_database(folder, image_base_url=f"{base}/images/", test_records=False)
     hostile = build_database(folder, image_base_url=f"{base}/images/", name="hostile")
     datasette = pathlib.Path(sys.executable).parent / "datasette"
     proc = subprocess.Popen(

@@ -1,5 +1,4 @@
 """Canned queries on a real database loaded from Parquet, checked against NumPy brute force."""
-import itertools
 import pathlib
 
 import numpy as np

@@ -118,3 +118,29 @@ def test_similar_to_record_reads_the_table_while_current(db, tmp_path):
         assert all(n.similarity > -1 for n in found)
     finally:
         conn.close()
+
+
+def test_record_page_in_datasette_uses_the_table(db):
+    """The gallery's record JSON (a real Datasette) answers from the table while it is current."""
+    import asyncio
+
+    from datasette.app import Datasette
+
+    conn = connect(str(db))
+    try:
+        rid = conn.execute("select id from records where model = 'm-4' order by id limit 1").fetchone()[0]
+        neighbors.build(conn, ["m-4"], k=5)
+        expected = [r[0] for r in conn.execute("select neighbour_id from neighbors where record_id = ? order by rank", [rid])]
+        conn.execute("update neighbors set similarity = 0.5 where record_id = ?", [rid])
+    finally:
+        conn.close()
+    ds = Datasette([str(db)])
+
+    async def fetch():
+        return await ds.client.get(f"/n/-/gallery/{rid}.json", params={"k": 5})
+
+    response = asyncio.run(fetch())
+    assert response.status_code == 200, response.text
+    similar = response.json()["similar"]
+    assert [c["id"] for c in similar] == expected
+    assert {c["similarity"] for c in similar} == {0.5}

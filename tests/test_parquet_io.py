@@ -103,3 +103,16 @@ def test_unusual_maps_take_the_checked_path(values):
     from datasette_embeddings.parquet_io import _string_map_fast
 
     assert _string_map_fast(pa.array(values, MAP)) is None
+
+
+def test_reading_keeps_arrow_memory_bounded_by_a_row_group(tmp_path):
+    """Streaming must not accumulate row groups (pyarrow's pre_buffer did: memory grew with the file)."""
+    path = tmp_path / "long.parquet"
+    rows, dims = 40_000, 64
+    write_synthetic(path, rows, dims, row_group_size=2_000)
+    whole_vectors = rows * dims * 4
+    baseline = pa.total_allocated_bytes()
+    peak = 0
+    for _batch in read_batches(str(path), batch_size=500):
+        peak = max(peak, pa.total_allocated_bytes() - baseline)
+    assert peak < whole_vectors / 4, (peak, whole_vectors)

@@ -171,5 +171,30 @@ def test_overview_skips_databases_without_embeddings(museum_db, tmp_path):
 
 
 def test_database_and_table_pages_link_to_the_gallery(ds):
-    assert 'href="/museum/-/gallery"' in fetch(ds, "/museum").text
-    assert 'href="/museum/-/gallery"' in fetch(ds, "/museum/records").text
+    database = fetch(ds, "/museum").text
+    assert 'href="/museum/-/gallery">Browse the collection gallery' in database
+    assert 'href="/museum/-/search">Search by text or image' in database
+    assert 'href="/museum/-/gallery">Browse records as a gallery' in fetch(ds, "/museum/records").text
+    assert 'href="/-/embeddings">Embeddings overview' in database  # the menu
+
+
+def test_records_table_page_is_a_gallery_with_the_table_one_click_away(ds, museum_db):
+    html = fetch(ds, "/museum/records?provider=rijksmuseum").text
+    assert html.count('class="emb-card"') == len(db_ids(museum_db, "provider = 'rijksmuseum'"))
+    assert 'class="rows-and-columns"' not in html
+    assert 'href="/museum/records?provider=rijksmuseum&amp;_embeddings=table">Show as a table' in html
+    table = fetch(ds, "/museum/records?provider=rijksmuseum&_embeddings=table").text
+    assert 'class="rows-and-columns"' in table and 'class="emb-card"' not in table
+    assert 'href="/museum/records?provider=rijksmuseum">Show as a gallery' in table
+
+
+def test_other_tables_keep_datasette_table(ds):
+    html = fetch(ds, "/museum/models").text
+    assert 'class="rows-and-columns"' in html and 'class="emb-card"' not in html
+
+
+def test_overview_shows_the_configured_query_model(museum_db):
+    configured = Datasette([str(museum_db)], metadata={
+        "plugins": {"datasette-embeddings": {"models": {IMAGE_MODEL: "colour-layout-v1"}}}})
+    (db,) = fetch(configured, "/-/embeddings.json").json()["databases"]
+    assert {m["label"]: m["query_model"] for m in db["models"]} == {IMAGE_MODEL: "colour-layout-v1", FAKE_TEXT_MODEL: None}

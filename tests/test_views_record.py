@@ -1,6 +1,8 @@
 """The record page: the depiction, its other models, and its k most similar records under filters."""
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from datasette_embeddings.similarity import MAX_K
 from tests.gallery_fixtures import FAKE_TEXT_MODEL, IMAGE_MODEL, ds, fetch, museum_db, rid  # noqa: F401
@@ -110,6 +112,8 @@ def test_record_html_has_switcher_controls_bars_and_links(ds, museum_db):
     [
         ("/museum/-/gallery/99999", 404, "no record with id 99999"),
         ("/museum/-/gallery/abc", 404, "record id must be a whole number"),
+        ("/museum/-/gallery/99999999999999999999999", 404, "record id must be a whole number"),
+        ("/museum/-/gallery/%D9%A3", 404, "record id must be a whole number"),
         ("/museum/-/gallery/1?k=0", 400, f"k must be a whole number from 1 to {MAX_K}"),
         ("/museum/-/gallery/1?k=-5", 400, "k must be a whole number"),
         ("/museum/-/gallery/1?k=100000", 400, "k must be a whole number"),
@@ -127,3 +131,15 @@ def test_bad_requests_are_clear_4xx(ds, path, status, message):
     r = fetch(ds, json_path)
     assert r.status_code == status
     assert message in r.json()["error"] and r.json()["ok"] is False
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(["/museum/-/gallery.json", "/museum/-/gallery/1.json", "/museum/-/search.json"]),
+    name=st.sampled_from(["k", "after", "size", "provider", "exclude_provider", "model", "type", "exclude_subject", "q"]),
+    value=st.text(max_size=30),
+)
+def test_no_parameter_value_reaches_a_500(ds, path, name, value):
+    r = fetch(ds, path, params={name: value})
+    assert r.status_code < 500, (path, name, value, r.text[:300])
+    assert r.json()["ok"] is (r.status_code == 200)

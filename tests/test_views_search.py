@@ -140,7 +140,7 @@ def test_wrong_content_type_is_415(ds):
         ("q=x&k=0", 400, "k must be a whole number"),
         ("q=x&k=lots", 400, "k must be a whole number"),
         ("q=x&provider=nobody", 400, "unknown provider 'nobody'"),
-        ("q=" + "word+" * 1200, 400, "too long"),
+        ("q=" + "word+" * 1200, 400, "characters; at most"),  # the models module's max_text_length
     ],
 )
 def test_bad_search_parameters(ds, query, status, message):
