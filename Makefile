@@ -32,7 +32,8 @@ demo-db: install
 
 demo: demo-db
 	$(VENV)/bin/datasette serve demo.db --metadata metadata.yml --template-dir templates \
-		--static previews:demo/previews --host 127.0.0.1 --port $(PORT)
+		--static previews:demo/previews --host 127.0.0.1 --port $(PORT) \
+		--setting sql_time_limit_ms 10000
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo.db

@@ -46,9 +46,16 @@ def card(record: dict, similarity: float | None = None, record_url: str | None =
     attrs = record.get("attributes") or {}
     kind = str(attrs.get("type") or "image")
     preview = attrs.get("preview")
-    preview_url = safe_http_url(preview) if kind == "image" else None
+    preview_url = safe_http_url(preview)
     text = None
-    if kind != "image" or (preview and preview_url is None):
+    if kind == "image":
+        if preview and preview_url is None:
+            text = str(preview)
+    elif preview_url is not None:
+        # a text record may carry an image of its subject as preview (the Met demo titles):
+        # show the image, and keep the embedded words from `text` or the title
+        text = _text(attrs.get("text")) or _text(attrs.get("subject_title"))
+    else:
         text = None if preview is None else str(preview)
     title = attrs.get("subject_title")
     return {

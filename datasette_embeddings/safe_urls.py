@@ -15,13 +15,16 @@ ALLOWED_SCHEMES = frozenset({"http", "https"})
 
 
 def safe_http_url(value: Any) -> str | None:
-    """``value`` if it is an absolute http(s) URL with a host, else ``None``."""
+    """``value`` if it is an absolute http(s) URL with a host or a site-relative path, else ``None``."""
     if not isinstance(value, str):
         return None
     url = value.strip()
     # control characters and whitespace inside a URL are how scheme checks get dodged
     if not url or any(ord(ch) < 33 or ord(ch) == 127 for ch in url):
         return None
+    if url.startswith("/"):
+        # one leading slash only: "//host" is scheme-relative, and browsers read "/\\host" the same way
+        return url if len(url) == 1 or url[1] not in "/\\" else None
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -145,8 +145,9 @@ def test_metadata_yml_demo_queries_are_the_generated_ones():
     """metadata.yml ships the demo's queries; they must be exactly what canned.py builds."""
     metadata = yaml.safe_load((ROOT / "metadata.yml").read_text())
     shipped = metadata["databases"]["demo"]["queries"]
-    label = "colour-layout-v1"
-    generated = canned.queries_for([ModelInfo(label, vec_table_name(label), 0, 0)])
+    labels = sorted(metadata["plugins"]["datasette-embeddings"]["models"])  # the demo's stored models
+    assert labels == ["colour-layout-v1", "sentence-transformers/all-MiniLM-L6-v2"]
+    generated = canned.queries_for([ModelInfo(label, vec_table_name(label), 0, 0) for label in labels])
     for name, query in generated.items():
         assert shipped[name]["sql"].strip() == query["sql"].strip(), name
         assert shipped[name]["params"] == query["params"]
