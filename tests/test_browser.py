@@ -6,13 +6,14 @@ so the gallery shows real pictures.  Screenshots go to docs/screenshots/ for the
 """
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
+
+from tests.helpers import free_port
 
 from tests.gallery_fixtures import EVIL_DEPICTION, IMAGES, build_database, rid
 
@@ -23,12 +24,6 @@ SHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -4,20 +4,15 @@ Every one gets a 4xx with a message, never a 5xx or a traceback, and the server
 keeps answering afterwards.  The test client tests in test_views_*.py cover the
 same handlers in-process; these prove it over real HTTP, with real request bodies.
 """
-import importlib.util
 import io
-import pathlib
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.helpers import free_port
+from tests.helpers import free_port, load_benchmark
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-SPEC = importlib.util.spec_from_file_location("http_load", ROOT / "benchmarks" / "http_load.py")
-http_load = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(http_load)
+http_load = load_benchmark("http_load")
 
 
 @pytest.fixture(scope="module")

@@ -3,22 +3,14 @@
 The 100,000-record run lives in benchmarks/ (its numbers are in the README); this
 keeps the same code path honest on every commit with a database of 2,000 records.
 """
-import importlib.util
-import pathlib
-
 import pytest
 
-from tests.helpers import free_port
-
-SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "http_load.py"
+from tests.helpers import free_port, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def http_load():
-    spec = importlib.util.spec_from_file_location("http_load", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("http_load")
 
 
 def test_concurrent_clients_get_no_server_errors(http_load, tmp_path):
