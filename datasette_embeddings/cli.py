@@ -8,7 +8,7 @@ import time
 import click
 
 from . import exporter, loader
-from .models import BUILTIN_IMAGE_MODEL
+from .colour_layout import MODEL_ID as BUILTIN_IMAGE_MODEL
 
 
 @click.group()
