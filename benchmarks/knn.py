@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from synthetic import clustered, exact_top_k, normalised, queries, recall  # noqa: E402
 
 from datasette_embeddings import fast_index, loader  # noqa: E402
+from datasette_embeddings.vectors import to_blob  # noqa: E402
 from datasette_embeddings.similarity import NeighbourFilter, nearest_ids, vec0_nearest_ids  # noqa: E402
 
 K = 10
@@ -44,12 +45,13 @@ def build_db(path: str, vectors: np.ndarray, seed: int = 0) -> None:
     for start in range(0, len(vectors), step):
         conn.execute("begin")
         rows = [
-            (PROVIDERS[providers[i]], f"d{i}", f"s{i // 2}", 1, "{}", vectors[i])
+            (PROVIDERS[providers[i]], f"d{i}", f"s{i // 2}", 1, "{}", to_blob(vectors[i]))
             for i in range(start, min(start + step, len(vectors)))
         ]
         store.upsert_batch(model, rows)
         conn.execute("commit")
     store.refresh_counts()
+    loader.finish_store(store)
     conn.close()
 
 

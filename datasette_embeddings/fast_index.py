@@ -297,43 +297,54 @@ def data_token(conn, label: str) -> tuple:
 
 
 def build(conn, model: "ModelInfo", token: tuple) -> ModelIndex:
-    """Read the model's vectors from its vec0 table, normalise them and group rows by provider."""
-    n_hint = max(int(model.record_count), 1)
+    """Read the model's vectors from its vec0 table, normalise them and group rows by provider.
+
+    One pass over vec0 (one statement, so one consistent snapshot) with the per-row work
+    done by NumPy a batch at a time: each batch is normalised as it arrives, and once every
+    row's provider is known the batches are scattered straight into their grouped rows,
+    each freed as it goes.  So the matrix is held about once, not twice, while building,
+    and no Python loop runs per row.  The result is exactly what a per-row loop gives
+    (same norms: ``np.linalg.norm`` of each row, same order: provider name, then id).
+    """
     dims = int(model.dimensions)
-    matrix = np.empty((n_hint, dims), dtype=np.float32)
-    ids = np.empty(n_hint, dtype=np.int64)
     provider_codes: dict[str, int] = {}
-    codes = np.empty(n_hint, dtype=np.int32)
+    blocks: list[np.ndarray] = []  # normalised vectors, in vec0's order, one array per batch
+    id_parts: list[np.ndarray] = []
+    code_parts: list[np.ndarray] = []
     cursor = conn.execute(f"select id, embedding, provider from {model.vec_table}")
-    n = 0
     while True:
         batch = cursor.fetchmany(8192)
         if not batch:
             break
-        if n + len(batch) > len(ids):
-            grow = max(len(ids) * 2, n + len(batch))
-            matrix = np.resize(matrix, (grow, dims))
-            ids = np.resize(ids, grow)
-            codes = np.resize(codes, grow)
-        for i, (rid, blob, provider) in enumerate(batch, start=n):
-            ids[i] = rid
-            codes[i] = provider_codes.setdefault(provider, len(provider_codes))
-        matrix[n : n + len(batch)] = np.frombuffer(b"".join(row[1] for row in batch), dtype="<f4").reshape(-1, dims)
-        n += len(batch)
-    ids, codes = ids[:n], codes[:n]
+        batch_ids, blobs, providers = zip(*batch)
+        for provider in dict.fromkeys(providers):  # this batch's providers, first-seen order
+            provider_codes.setdefault(provider, len(provider_codes))
+        id_parts.append(np.fromiter(batch_ids, dtype=np.int64, count=len(batch)))
+        code_parts.append(np.fromiter(map(provider_codes.__getitem__, providers), dtype=np.int32, count=len(batch)))
+        block = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(batch), dims)
+        norms = np.linalg.norm(block, axis=1)
+        norms[norms == 0] = 1.0
+        blocks.append(block / norms[:, None])
+    ids = np.concatenate(id_parts) if id_parts else np.empty(0, dtype=np.int64)
+    codes = np.concatenate(code_parts) if code_parts else np.empty(0, dtype=np.int32)
+    n = len(ids)
     # rank providers by name so the grouping is deterministic
     names = sorted(provider_codes)
     rank = np.empty(len(names), dtype=np.int32)
     for r, name in enumerate(names):
         rank[provider_codes[name]] = r
-    order = np.lexsort((ids, rank[codes])) if n else np.empty(0, dtype=np.int64)
-    grouped = matrix[order]  # a copy: peak memory is twice the matrix while building
-    del matrix
-    norms = np.linalg.norm(grouped, axis=1)
-    norms[norms == 0] = 1.0
-    grouped /= norms[:, None]
-    sorted_ranks = rank[codes][order]
-    bounds = np.searchsorted(sorted_ranks, np.arange(len(names) + 1))
+    ranks = rank[codes]
+    order = np.lexsort((ids, ranks)) if n else np.empty(0, dtype=np.int64)
+    destination = np.empty(n, dtype=np.int64)
+    destination[order] = np.arange(n)  # vec0's row i goes to grouped row destination[i]
+    grouped = np.empty((n, dims), dtype=np.float32)
+    start = 0
+    while blocks:
+        block = blocks.pop(0)
+        grouped[destination[start : start + len(block)]] = block
+        start += len(block)
+        del block
+    bounds = np.searchsorted(ranks[order], np.arange(len(names) + 1))
     providers = {name: (int(bounds[r]), int(bounds[r + 1])) for r, name in enumerate(names)}
     return ModelIndex(label=model.label, token=token, ids=ids[order], matrix=grouped, providers=providers)
 

@@ -6,7 +6,6 @@ loaded, so re-running after a failure only has to redo the failed file.
 """
 from __future__ import annotations
 
-import json
 import os
 import queue
 import shutil
@@ -15,10 +14,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
 
 from .parquet_io import RecordBatch, RecordError, read_batches
 from .sqlite_conn import connect
@@ -36,7 +37,7 @@ class FileReport:
     source: str
     rows: int = 0
     counts: UpsertCounts = field(default_factory=UpsertCounts)
-    per_provider_model: dict = field(default_factory=lambda: defaultdict(int))
+    per_provider_model: Counter = field(default_factory=Counter)
     ignored_columns: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -239,33 +240,47 @@ def prefetched(batches: Iterator[T], depth: int = PREFETCH_BATCHES) -> Iterator[
         stop.set()
         thread.join()
 
-#: attributes are stored as compact, key-sorted JSON so identical maps compare equal as text
-_attributes_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
-
-
-def rows_by_model(batch: RecordBatch, seen_dims: dict[str, tuple[int, int]], per_provider_model: dict) -> dict[str, list]:
+def rows_by_model(batch: RecordBatch, seen_dims: dict[str, tuple[int, int]], per_provider_model: Counter) -> dict[str, list]:
     """Split a batch into store rows per model, holding each model to one dimension count.
 
     ``seen_dims`` maps a label to (dimensions, first row) across the whole file,
     so a mismatch names both the offending row and the row that set the size.
+    Column-wise where it can be: a batch usually holds one model, and this runs
+    beside the writer, where every Python step it takes is one the writer waits for.
     """
-    groups: dict[str, list] = defaultdict(list)
-    row_number = batch.first_row
-    for provider, depiction_id, subject_id, label, created, attributes, vector in zip(
-        batch.provider, batch.depiction_id, batch.subject_id, batch.model, batch.created, batch.attributes, batch.embeddings
-    ):
-        dims = len(vector)
-        first = seen_dims.get(label)
-        if first is None:
-            seen_dims[label] = (dims, row_number)
-        elif first[0] != dims:
-            raise RecordError(
-                f"vector has {dims} dimensions but row {first[1]} of model '{label}' has {first[0]}",
-                row=row_number, field="embeddings",
-            )
-        groups[label].append((provider, depiction_id, subject_id, created, _attributes_json(attributes), vector))
-        per_provider_model[(provider, label)] += 1
-        row_number += 1
+    if not len(batch):
+        return {}
+    dims = batch.dimensions
+    labels = dict.fromkeys(batch.model)
+    if len(labels) == 1:
+        where: dict[str, list[int] | None] = {next(iter(labels)): None}
+    else:
+        where = defaultdict(list)
+        for i, label in enumerate(batch.model):
+            where[label].append(i)
+    for label, rows in where.items():
+        if label not in seen_dims:
+            first = 0 if rows is None else rows[0]
+            seen_dims[label] = (int(dims[first]), batch.first_row + first)
+    if len(where) == 1:
+        expected = seen_dims[next(iter(where))][0]
+    else:
+        expected = np.array([seen_dims[label][0] for label in batch.model], dtype=np.int64)
+    wrong = np.flatnonzero(dims != expected)
+    if len(wrong):
+        i = int(wrong[0])
+        label = batch.model[i]
+        size, first_row = seen_dims[label]
+        raise RecordError(
+            f"vector has {int(dims[i])} dimensions but row {first_row} of model '{label}' has {size}",
+            row=batch.first_row + i, field="embeddings",
+        )
+    columns = (batch.provider, batch.depiction_id, batch.subject_id, batch.created, batch.attributes_json, batch.vectors)
+    groups = {
+        label: list(zip(*columns)) if rows is None else [tuple(column[i] for column in columns) for i in rows]
+        for label, rows in where.items()
+    }
+    per_provider_model.update(zip(batch.provider, batch.model))
     return groups
 
 
@@ -289,7 +304,7 @@ def load_file(store: Store, source: str, *, batch_size: int = 4096, progress: Pr
                 report.ignored_columns = batch.ignored_columns
                 for label, rows in groups.items():
                     try:
-                        model = store.ensure_model(label, len(rows[0][5]))
+                        model = store.ensure_model(label, len(rows[0][5]) // 4)  # float32 BLOBs
                     except RecordError as ex:
                         raise RecordError(ex.message, row=seen_dims[label][1], field=ex.field) from None
                     touched.add(label)

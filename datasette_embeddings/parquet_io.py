@@ -64,6 +64,10 @@ class RecordError(ValueError):
         return RecordError(self.message, source=self.source or source, row=self.row, field=self.field)
 
 
+#: the stored form of attributes: compact, key-sorted JSON, so identical maps compare equal as text
+attributes_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+
+
 @dataclass
 class RecordBatch:
     """One batch of validated records, columns as Python lists / NumPy arrays."""
@@ -74,12 +78,23 @@ class RecordBatch:
     subject_id: list[str]
     model: list[str]
     created: list[int]
-    attributes: list[dict]
-    embeddings: list[np.ndarray]  # float32 views, one per row
+    attributes_json: list[str]  # as :data:`attributes_json` writes them
+    #: little-endian float32 BLOBs, as vec0 stores them: made column-wise here, so
+    #: the writer does no per-row conversion
+    vectors: list[bytes]
+    dimensions: np.ndarray  # int64, one per row
     ignored_columns: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.provider)
+
+    @property
+    def attributes(self) -> list[dict]:
+        return [json.loads(text) for text in self.attributes_json]
+
+    @property
+    def embeddings(self) -> list[np.ndarray]:
+        return [np.frombuffer(blob, dtype="<f4") for blob in self.vectors]
 
 
 # ---------------------------------------------------------------- reading
@@ -161,30 +176,35 @@ def _is_string(typ: pa.DataType) -> bool:
     return pa.types.is_string(typ) or pa.types.is_large_string(typ) or getattr(pa.types, "is_string_view", lambda t: False)(typ)
 
 
-def _decode_strings(arr: pa.Array, name: str, first_row: int, *, required: bool) -> list[str]:
+def _decode_strings(arr: pa.Array, name: str, first_row: int, *, required: bool) -> list[str | None]:
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if pa.types.is_integer(arr.type):
-        values = [None if v is None else str(v) for v in arr.to_pylist()]
-    else:
-        try:
-            values = arr.to_pylist()
-        except UnicodeDecodeError:
-            values = []
-            for i in range(len(arr)):
-                try:
-                    values.append(arr[i].as_py())
-                except UnicodeDecodeError:
-                    raise RecordError("is not valid UTF-8 text", row=first_row + i, field=name) from None
-    for i, v in enumerate(values):
-        if v is None or v == "":
-            if required:
-                raise RecordError("is empty; it is part of the record key and must be set", row=first_row + i, field=name)
-            continue
-        if len(v) > MAX_ID_LENGTH:
-            raise RecordError(f"is {len(v)} characters long; at most {MAX_ID_LENGTH} are allowed", row=first_row + i, field=name)
-        if "\x00" in v:
-            raise RecordError("contains a NUL character", row=first_row + i, field=name)
+        arr = arr.cast(pa.string())
+    try:
+        values = arr.to_pylist()
+    except UnicodeDecodeError:
+        for i in range(len(arr)):
+            try:
+                arr[i].as_py()
+            except UnicodeDecodeError:
+                raise RecordError("is not valid UTF-8 text", row=first_row + i, field=name) from None
+        raise
+    # checked column-wise in Arrow; only a column with a problem is walked row by row
+    empty = pc.or_kleene(pc.is_null(arr), pc.equal(arr, ""))
+    bad = pc.or_kleene(pc.greater(pc.utf8_length(arr), MAX_ID_LENGTH), pc.match_substring(arr, "\x00"))
+    if required:
+        bad = pc.or_kleene(bad, empty)
+    if pc.any(bad).as_py():
+        for i, v in enumerate(values):
+            if v is None or v == "":
+                if required:
+                    raise RecordError("is empty; it is part of the record key and must be set", row=first_row + i, field=name)
+                continue
+            if len(v) > MAX_ID_LENGTH:
+                raise RecordError(f"is {len(v)} characters long; at most {MAX_ID_LENGTH} are allowed", row=first_row + i, field=name)
+            if "\x00" in v:
+                raise RecordError("contains a NUL character", row=first_row + i, field=name)
     return values
 
 
@@ -205,11 +225,21 @@ def _created(arr: pa.Array, first_row: int) -> list[int]:
     return values
 
 
-def _attributes(arr: pa.Array, first_row: int) -> list[dict]:
+def _attributes(arr: pa.Array, first_row: int) -> list[str]:
+    """Attributes as stored JSON text, whatever layout the writer chose."""
+    typ = arr.type
+    if pa.types.is_null(typ):
+        return ["{}"] * len(arr)
+    fast = _string_map_json(arr)
+    if fast is not None:
+        return fast
+    return [attributes_json(obj) for obj in _attribute_dicts(arr, first_row)]
+
+
+def _attribute_dicts(arr: pa.Array, first_row: int) -> list[dict]:
+    """The checked path: every layout, row by row, with errors naming the row and key."""
     typ = arr.type
     out: list[dict] = []
-    if pa.types.is_null(typ):
-        return [{} for _ in range(len(arr))]
     if _is_string(typ):
         if pa.types.is_dictionary(typ):
             arr = arr.dictionary_decode()
@@ -229,9 +259,6 @@ def _attributes(arr: pa.Array, first_row: int) -> list[dict]:
         for i, obj in enumerate(arr.to_pylist()):
             out.append(_clean_attributes((obj or {}).items(), first_row + i))
         return out
-    fast = _string_map_fast(arr)
-    if fast is not None:
-        return fast
     # map<k,v> and list<struct<key,value>> both come back as lists of pairs/dicts
     for i, items in enumerate(arr.to_pylist()):
         if items is None:
@@ -242,30 +269,56 @@ def _attributes(arr: pa.Array, first_row: int) -> list[dict]:
     return out
 
 
-def _string_map_fast(arr: pa.Array) -> list[dict] | None:
-    """The common map<string,string> without nulls or empty keys, column-wise.
+def _json_quoted(strings: pa.Array) -> pa.Array:
+    """JSON string bodies for text without control characters: only backslash and quote need escapes."""
+    return pc.replace_substring(pc.replace_substring(strings, "\\", "\\\\"), '"', '\\"')
 
-    Converting a map column row by row through Python tuples was the slowest
-    part of reading; slicing two flat string lists is several times faster.
-    Anything unusual returns None and takes the checked row-by-row path.
+
+def _keys_increasing(keys: pa.Array, offsets: np.ndarray) -> bool:
+    """Whether every map's keys are strictly increasing (sorted, no repeats); ``offsets`` start at 0."""
+    increasing = pc.less(keys.slice(0, len(keys) - 1), keys.slice(1)).to_numpy(zero_copy_only=False)
+    # a comparison across two maps (the last key of one, the first of the next) does not count
+    firsts = offsets[1:-1]
+    increasing[firsts[(firsts > 0) & (firsts < len(keys))] - 1] = True
+    return bool(increasing.all())
+
+
+def _string_map_json(arr: pa.Array) -> list[str] | None:
+    """The stored JSON of a plain map<string,string> column, built column-wise in Arrow.
+
+    Turning a map column into Python dicts and encoding each one was most of the
+    reading time of a load.  This writes the same text :data:`attributes_json`
+    would, for the common case: no null maps or values, no empty or repeated
+    keys, no control characters.  Anything else returns None and takes the
+    checked path.
     """
-    if not pa.types.is_map(arr.type) or arr.null_count:
+    typ = arr.type
+    plain = (pa.string(), pa.large_string())
+    if not pa.types.is_map(typ) or arr.null_count or typ.key_type not in plain or typ.item_type not in plain:
         return None
-    if not (_is_string(arr.type.key_type) and _is_string(arr.type.item_type)):
-        return None
-    offsets = arr.offsets.to_numpy().tolist()
-    start, count = offsets[0], offsets[-1] - offsets[0]
+    offsets = arr.offsets.to_numpy()
+    start, count = int(offsets[0]), int(offsets[-1] - offsets[0])
     # a sliced batch keeps absolute offsets; ``.keys``/``.items`` may be the whole child array
     base = start if len(arr.keys) == count else 0
     keys = arr.keys.slice(start - base, count)
     items = arr.items.slice(start - base, count)
-    if pa.types.is_dictionary(keys.type) or pa.types.is_dictionary(items.type) or items.null_count:
-        return None
-    if count and pc.any(pc.equal(keys, "")).as_py():
-        return None
-    k = keys.to_pylist()
-    v = items.to_pylist()
-    return [dict(zip(k[a - start:b - start], v[a - start:b - start])) for a, b in zip(offsets, offsets[1:])]
+    if count:
+        if keys.null_count or items.null_count or pc.any(pc.equal(keys, "")).as_py():
+            return None
+        control = r"[\x00-\x1f]"
+        if pc.any(pc.match_substring_regex(keys, control)).as_py() or pc.any(pc.match_substring_regex(items, control)).as_py():
+            return None
+        if count > 1 and not _keys_increasing(keys, offsets - start):
+            # Go's parquet writer, for one, stores map entries in random order
+            lengths = np.diff(offsets)
+            rows = pa.array(np.repeat(np.arange(len(lengths), dtype=np.int32), lengths))
+            order = pc.sort_indices(pa.table({"row": rows, "key": keys}), sort_keys=[("row", "ascending"), ("key", "ascending")])
+            keys, items = keys.take(order), items.take(order)
+            if not _keys_increasing(keys, offsets - start):
+                return None  # a repeated key
+    pairs = pc.binary_join_element_wise('"', _json_quoted(keys), '":"', _json_quoted(items), '"', "")
+    per_row = pa.ListArray.from_arrays(pa.array(offsets - start, pa.int32()), pairs)
+    return pc.binary_join_element_wise("{", pc.binary_join(per_row, ","), "}", "").to_pylist()
 
 
 def _clean_attributes(pairs: Iterable, row: int) -> dict:
@@ -296,7 +349,8 @@ def _clean_attributes(pairs: Iterable, row: int) -> dict:
     return result
 
 
-def _embeddings(arr: pa.Array, first_row: int) -> list[np.ndarray]:
+def _embeddings(arr: pa.Array, first_row: int) -> tuple[list[bytes], np.ndarray]:
+    """Validated vectors as vec0's float32 BLOBs, and the dimension count of each row."""
     n = len(arr)
     if arr.null_count:
         i = next(i for i in range(n) if not arr[i].is_valid)
@@ -332,7 +386,14 @@ def _embeddings(arr: pa.Array, first_row: int) -> list[np.ndarray]:
         raise RecordError(
             f"holds a NaN or infinite value at position {bad - int(offsets[row])}", row=first_row + row, field="embeddings"
         )
-    return [flat[offsets[i]:offsets[i + 1]] for i in range(n)]
+    flat = flat.astype("<f4", copy=False)
+    if n and (lengths == lengths[0]).all():
+        # one BLOB per row straight from the matrix, as numpy's fixed-size byte strings
+        blobs = flat.reshape(n, int(lengths[0])).view(f"V{int(lengths[0]) * 4}").ravel().tolist()
+    else:
+        data = flat.tobytes()
+        blobs = [data[4 * int(a):4 * int(b)] for a, b in zip(offsets[:-1], offsets[1:])]
+    return blobs, lengths
 
 
 def convert_batch(batch: pa.RecordBatch, *, first_row: int = 0) -> RecordBatch:
@@ -344,6 +405,7 @@ def convert_batch(batch: pa.RecordBatch, *, first_row: int = 0) -> RecordBatch:
     subject_raw = _decode_strings(col["subject_id"], "subject_id", first_row, required=False)
     # a depiction without a subject is its own subject
     subject_id = [s if s else d for s, d in zip(subject_raw, depiction_id)]
+    vectors, dimensions = _embeddings(col["embeddings"], first_row)
     return RecordBatch(
         first_row=first_row,
         provider=provider,
@@ -351,8 +413,9 @@ def convert_batch(batch: pa.RecordBatch, *, first_row: int = 0) -> RecordBatch:
         subject_id=subject_id,
         model=model,
         created=_created(col["created"], first_row),
-        attributes=_attributes(col["attributes"], first_row),
-        embeddings=_embeddings(col["embeddings"], first_row),
+        attributes_json=_attributes(col["attributes"], first_row),
+        vectors=vectors,
+        dimensions=dimensions,
     )
 
 

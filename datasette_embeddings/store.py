@@ -131,32 +131,64 @@ class Store:
     def upsert_batch(
         self,
         model: ModelInfo,
-        rows: Sequence[tuple[str, str, str, int, str, np.ndarray]],
+        rows: Sequence[tuple[str, str, str, int, str, bytes]],
     ) -> UpsertCounts:
-        """Insert or replace ``(provider, depiction_id, subject_id, created, attributes_json, vector)`` rows.
+        """Insert or replace ``(provider, depiction_id, subject_id, created, attributes_json, vector_blob)`` rows.
+
+        ``vector_blob`` is the vector as vec0 stores it (:func:`vectors.to_blob`).
 
         The rule, the same inside one file and across files: a row replaces the
         stored record when its ``created`` is newer, or equally new with different
         content; an older row is ``stale`` and skipped; an identical one is
         ``unchanged``.  Later rows of the same batch see earlier ones.
+
+        Most rows of a load are new, so every row is first offered to ``records``
+        as a plain insert that skips a key already stored; only the rows that
+        were skipped (their key exists, stored earlier or earlier in this batch)
+        are looked up and judged one by one, in row order, against what is stored.
         """
         counts = UpsertCounts()
         if not rows:
             return counts
+        first_id = self._next_id()
+        before = self.conn.total_changes
+        self.conn.executemany(
+            "insert into records (id, provider, depiction_id, subject_id, model, created, attributes) "
+            "values (?, ?, ?, ?, ?, ?, ?) on conflict do nothing",
+            [(first_id + i, row[0], row[1], row[2], model.label, row[3], row[4]) for i, row in enumerate(rows)],
+        )
+        if self.conn.total_changes - before == len(rows):
+            fresh, known = range(len(rows)), []
+        else:
+            stored = {r[0] for r in self.conn.execute("select id from records where id >= ?", [first_id])}
+            fresh = [i for i in range(len(rows)) if first_id + i in stored]
+            known = [row for i, row in enumerate(rows) if first_id + i not in stored]
+        self.conn.executemany(
+            f"insert into {model.vec_table} (id, embedding, provider, subject_id) values (?, ?, ?, ?)",
+            [(first_id + i, rows[i][5], rows[i][0], rows[i][2]) for i in fresh],
+        )
+        counts.inserted = len(fresh)
+        if known:
+            counts.add(self._upsert_known(model, known))
+        if counts.inserted or counts.updated:
+            self.conn.execute("update models set version = version + 1 where label = ?", [model.label])
+        return counts
+
+    def _next_id(self) -> int:
+        return self.conn.execute("select coalesce(max(id), 0) from records").fetchone()[0] + 1
+
+    def _upsert_known(self, model: ModelInfo, rows: Sequence[tuple]) -> UpsertCounts:
+        """The rule of :meth:`upsert_batch`, row by row, for rows whose key may be stored already."""
+        counts = UpsertCounts()
         existing = self._existing(model.label, {(r[0], r[1]) for r in rows})
-        next_id = (self.conn.execute("select coalesce(max(id), 0) from records").fetchone()[0]) + 1
-        inserts: list[tuple] = []
-        vec_inserts: list[tuple] = []
-        for provider, depiction_id, subject_id, created, attributes, vector in rows:
+        next_id = self._next_id()
+        for provider, depiction_id, subject_id, created, attributes, blob in rows:
             key = (provider, depiction_id)
-            blob = vector.astype("<f4", copy=False).tobytes()
             current = existing.get(key)
             if current is None:
-                rid = next_id
+                self._insert(model, next_id, provider, depiction_id, subject_id, created, attributes, blob)
+                existing[key] = (next_id, created, subject_id, attributes, blob)
                 next_id += 1
-                inserts.append((rid, provider, depiction_id, subject_id, model.label, created, attributes))
-                vec_inserts.append((rid, blob, provider, subject_id))
-                existing[key] = (rid, created, subject_id, attributes, blob)
                 counts.inserted += 1
                 continue
             rid, old_created, old_subject, old_attributes, old_blob = current
@@ -169,8 +201,6 @@ class Store:
                 if old_blob == blob:
                     counts.unchanged += 1
                     continue
-            # flush pending inserts first so the update sees a consistent table
-            self._flush(model, inserts, vec_inserts)
             self.conn.execute(
                 "update records set subject_id = ?, created = ?, attributes = ? where id = ?",
                 [subject_id, created, attributes, rid],
@@ -182,24 +212,19 @@ class Store:
             )
             existing[key] = (rid, created, subject_id, attributes, blob)
             counts.updated += 1
-        self._flush(model, inserts, vec_inserts)
-        if counts.inserted or counts.updated:
-            self.conn.execute("update models set version = version + 1 where label = ?", [model.label])
         return counts
 
-    def _flush(self, model: ModelInfo, inserts: list, vec_inserts: list) -> None:
-        if inserts:
-            self.conn.executemany(
-                "insert into records (id, provider, depiction_id, subject_id, model, created, attributes) "
-                "values (?, ?, ?, ?, ?, ?, ?)",
-                inserts,
-            )
-            self.conn.executemany(
-                f"insert into {model.vec_table} (id, embedding, provider, subject_id) values (?, ?, ?, ?)",
-                vec_inserts,
-            )
-            inserts.clear()
-            vec_inserts.clear()
+    def _insert(self, model: ModelInfo, rid: int, provider: str, depiction_id: str, subject_id: str,
+                created: int, attributes: str, blob: bytes) -> None:
+        self.conn.execute(
+            "insert into records (id, provider, depiction_id, subject_id, model, created, attributes) "
+            "values (?, ?, ?, ?, ?, ?, ?)",
+            [rid, provider, depiction_id, subject_id, model.label, created, attributes],
+        )
+        self.conn.execute(
+            f"insert into {model.vec_table} (id, embedding, provider, subject_id) values (?, ?, ?, ?)",
+            [rid, blob, provider, subject_id],
+        )
 
     def _existing(self, label: str, keys: set[tuple[str, str]]) -> dict:
         """Stored (id, created, subject, attributes, None) for the batch's keys, in one query.

@@ -1,10 +1,14 @@
 """Parquet reading and writing on its own: error format, streaming, canonical output."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from datasette_embeddings.parquet_io import (
     CANONICAL_SCHEMA,
@@ -79,30 +83,56 @@ def test_written_attributes_and_vectors_are_exact(tmp_path):
 MAP = pa.map_(pa.string(), pa.string())
 
 
+def checked_json(arr: pa.Array) -> list[str]:
+    """What the row-by-row checked path stores for ``arr``."""
+    from datasette_embeddings.parquet_io import _attribute_dicts, attributes_json
+
+    return [attributes_json(d) for d in _attribute_dicts(arr, 0)]
+
+
 @pytest.mark.parametrize("start,length", [(0, 5), (1, 4), (2, 2), (4, 1), (3, 0)])
-def test_string_map_fast_path_matches_the_checked_path_on_sliced_batches(start, length):
-    from datasette_embeddings.parquet_io import _attributes, _string_map_fast
+def test_map_json_fast_path_matches_the_checked_path_on_sliced_batches(start, length):
+    from datasette_embeddings.parquet_io import _string_map_json
 
     full = pa.array(
-        [[("a", "1"), ("b", "2")], [], [("c", "3"), ("c", "again"), ("d", "")], [("e", "5")], [("ü", "ß")]], MAP
+        [[("a", "1"), ("b", '2 "q" \\ /')], [], [("d", "3"), ("c", "")], [("e", "5")], [("€", "✓"), ("ü", "ß")]], MAP
     )
     part = full.slice(start, length)
-    fast = _string_map_fast(part)
+    fast = _string_map_json(part)
     assert fast is not None
-    checked = [dict(pairs) for pairs in part.to_pylist()]
-    assert fast == checked
-    assert _attributes(part, 0) == checked
+    assert fast == checked_json(part)
+    assert [json.loads(text) for text in fast] == [dict(pairs) for pairs in part.to_pylist()]
 
 
 @pytest.mark.parametrize("values", [
-    [[("a", None)]],          # null value: dropped by the checked path
-    [[("", "x")]],            # empty key: refused by the checked path
-    [None, [("a", "1")]],     # null map
+    [[("a", None)]],              # null value: dropped by the checked path
+    [[("", "x")]],                # empty key: refused by the checked path
+    [None, [("a", "1")]],         # null map
+    [[("a", "1"), ("a", "2")]],   # a repeated key: the last one wins
+    [[("a", "line\nbreak")]],      # control characters need \\u escapes
+    [[("a\x01", "x")]],
 ])
 def test_unusual_maps_take_the_checked_path(values):
-    from datasette_embeddings.parquet_io import _string_map_fast
+    from datasette_embeddings.parquet_io import _string_map_json
 
-    assert _string_map_fast(pa.array(values, MAP)) is None
+    assert _string_map_json(pa.array(values, MAP)) is None
+
+
+text = st.text(st.characters(codec="utf-8"), max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(text.filter(bool), text, max_size=4), max_size=6), st.data())
+def test_map_json_is_exactly_what_the_json_module_writes(maps, data):
+    """Stored text is compared to tell unchanged rows from updated ones: both paths must agree to the byte."""
+    from datasette_embeddings.parquet_io import _attributes, _string_map_json
+
+    sort = data.draw(st.booleans())
+    arr = pa.array([sorted(m.items()) if sort else list(m.items()) for m in maps], MAP)
+    assert _attributes(arr, 0) == checked_json(arr)
+    if not any(ord(c) < 32 for m in maps for pair in m.items() for c in "".join(pair)):
+        assert _string_map_json(arr) is not None
+    assert [json.loads(t) for t in _attributes(arr, 0)] == maps
 
 
 def test_reading_keeps_arrow_memory_bounded_by_a_row_group(tmp_path):
