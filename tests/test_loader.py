@@ -189,3 +189,78 @@ def test_reader_thread_stops_when_a_file_fails_and_when_it_succeeds(tmp_path):
         loader.load(str(db), [write(tmp_path, "bad.parquet", bad, row_group_size=5)], batch_size=5)
     assert not [t for t in threading.enumerate() if t.name == "datasette-embeddings-reader"]
     assert {row[0] for row in dump_database(db)} == {"met"}
+
+
+@pytest.mark.parametrize("batch_size", [4, 4096], ids=["small-batches", "one-batch"])
+def test_a_batch_mixing_new_and_stored_keys(tmp_path, batch_size):
+    """New keys go in directly; stored ones, and repeats inside the batch, are judged by the rule."""
+    db = tmp_path / "x.db"
+    loader.load(str(db), [write(tmp_path, "a.parquet", recs(n=10, seed=1, created=200))])
+    before = {row[1]: row for row in dump_database(db)}
+    update = recs(n=16, seed=2, created=200)  # met-d0 .. met-d15
+    for i in range(3):
+        update[i]["created"] = 300  # newer: replaced
+    for i in range(3, 6):
+        update[i]["created"] = 100  # older: stale
+    for i in range(6, 10):
+        update[i] = recs(n=10, seed=1, created=200)[i]  # identical: unchanged
+    # met-d10 .. met-d15 are new; met-d12 comes twice, the second newer
+    update.append(dict(update[12], created=400, embeddings=np.full(DIMS, 7, np.float32)))
+    report = loader.load(str(db), [write(tmp_path, "b.parquet", update)], batch_size=batch_size)
+    t = report.totals()
+    assert (t.inserted, t.updated, t.stale, t.unchanged) == (6, 4, 3, 4)
+
+    after = {row[1]: row for row in dump_database(db)}
+    assert len(after) == 16
+    written = {r["depiction_id"]: r for r in update}
+    for i in range(16):
+        key = f"met-d{i}"
+        expected = before[key] if 3 <= i < 10 else None
+        if expected is not None:
+            assert after[key] == expected
+        else:
+            assert after[key][4] == written[key]["created"]
+            assert after[key][6] == np.asarray(written[key]["embeddings"], np.float32).tobytes()
+    # replaced records keep their id; every record has exactly one vector under the same id
+    assert all(after[f"met-d{i}"][7] == before[f"met-d{i}"][7] for i in range(10))
+    conn = sqlite3.connect(db)
+    (table,) = conn.execute("select vec_table from models").fetchone()
+    conn.close()
+    conn = connect(str(db), readonly=True)
+    assert sorted(r[0] for r in conn.execute(f"select id from {table}")) == sorted(row[7] for row in after.values())
+    conn.close()
+    assert nearest_id(db, np.full(DIMS, 7, np.float32)) == after["met-d12"][7]
+
+
+def journal_mode(db) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("pragma journal_mode").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_new_database_loads_under_a_rollback_journal_and_ends_in_wal(tmp_path):
+    """WAL would write every new page twice; a database nobody can be reading yet needs no WAL."""
+    db = tmp_path / "x.db"
+    modes = []
+    src = write(tmp_path, "a.parquet", recs(n=40), row_group_size=10)
+    loader.load(str(db), [src], batch_size=10, progress=lambda n: modes.append(journal_mode(db)))
+    assert modes and set(modes) == {"delete"}
+    assert journal_mode(db) == "wal"
+    conn = sqlite3.connect(db)
+    assert conn.execute("pragma page_size").fetchone()[0] == loader.NEW_DATABASE_PAGE_SIZE
+    (ddl,) = conn.execute("select sql from sqlite_master where name = (select vec_table from models)").fetchone()
+    assert "chunk_size=256" in ddl
+    conn.close()
+    assert not (tmp_path / "x.db-journal").exists()
+
+
+def test_loading_into_an_existing_database_stays_in_wal_for_its_readers(tmp_path):
+    db = tmp_path / "x.db"
+    loader.load(str(db), [write(tmp_path, "a.parquet", recs(n=5))])
+    modes = []
+    src = write(tmp_path, "b.parquet", recs(n=40, seed=3, providers=("nga",)), row_group_size=10)
+    loader.load(str(db), [src], batch_size=10, progress=lambda n: modes.append(journal_mode(db)))
+    assert modes and set(modes) == {"wal"}
+    assert {row[0] for row in dump_database(db)} == {"met", "nga"}
