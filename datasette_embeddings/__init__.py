@@ -14,12 +14,14 @@ hookimpl = HookimplMarker("datasette")
 
 @hookimpl
 def startup(datasette):
-    from . import models, sqlite_conn
+    from . import index_warmup, models, sqlite_conn
 
     # refuse to start on a Python whose sqlite3 cannot load sqlite-vec, with the fix in the message
     sqlite_conn.check_extension_loading()
     # validates the embedding configuration now; loads the configured models in a thread
     models.warm_in_background(datasette)
+    # validates fast_index settings now; builds each model's in-memory index in a thread
+    index_warmup.warm_in_background(datasette)
 
 
 @hookimpl

@@ -59,10 +59,15 @@ def check_extension_loading() -> str:
         conn.close()
 
 
-def connect(path: str, *, readonly: bool = False, timeout: float = 30.0):
-    """A connection with sqlite-vec loaded; ``readonly`` opens with ``mode=ro``."""
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout, check_same_thread=False)
+def connect(path: str, *, readonly: bool = False, immutable: bool = False, timeout: float = 30.0):
+    """A connection with sqlite-vec loaded; ``readonly`` opens with ``mode=ro``.
+
+    ``immutable`` opens with ``immutable=1``, as Datasette opens ``-i`` databases: SQLite
+    then takes no locks and needs no ``-shm`` file, so it works on a read-only disk.
+    """
+    if readonly or immutable:
+        mode = "immutable=1" if immutable else "mode=ro"
+        conn = sqlite3.connect(f"file:{path}?{mode}", uri=True, timeout=timeout, check_same_thread=False)
     else:
         conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
     conn.isolation_level = None  # we manage transactions explicitly

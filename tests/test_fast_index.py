@@ -354,3 +354,61 @@ def test_plugin_config_reaches_the_index(db_path):
         assert json.loads(row["s"])["exact"] is False  # nothing was built: vec0 answered
     finally:
         fast_index.configure({})
+
+
+# ------------------------------------------------------------------ building the index
+
+
+def _reference_build(conn, model):
+    """The index as a row-by-row read defines it: every row normalised, grouped by provider name, then id."""
+    rows = conn.execute(f"select id, embedding, provider from {model.vec_table}").fetchall()
+    rows.sort(key=lambda r: (r[2], r[0]))
+    matrix = np.stack([np.frombuffer(blob, dtype="<f4") for _, blob, _ in rows])
+    norms = np.linalg.norm(matrix, axis=1)
+    norms[norms == 0] = 1.0
+    return [r[0] for r in rows], matrix / norms[:, None], [r[2] for r in rows]
+
+
+def test_build_is_exactly_the_row_by_row_index(db_path, conn):
+    model = _model(conn)
+    index = fast_index.build(conn, model, ("test",))
+    ids, matrix, providers = _reference_build(conn, model)
+    assert index.ids.tolist() == ids
+    assert index.matrix.dtype == np.float32 and index.matrix.tobytes() == matrix.astype(np.float32).tobytes()
+    for provider, (start, stop) in index.providers.items():
+        assert set(providers[start:stop]) == {provider}
+    assert sum(stop - start for start, stop in index.providers.values()) == len(ids)
+
+
+class _Rows:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def fetchmany(self, size):
+        out, self.rows = self.rows[:size], self.rows[size:]
+        return out
+
+
+class _LoadBetweenReads:
+    """A connection on which a record disappears between build's first and second read, once."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.vector_reads = 0
+
+    def execute(self, sql, *args):
+        cursor = self.conn.execute(sql, *args)
+        if "embedding from" in sql:
+            self.vector_reads += 1
+            if self.vector_reads == 1:
+                return _Rows(cursor.fetchall()[1:])
+        return cursor
+
+
+def test_build_reads_again_when_a_load_lands_between_its_reads(conn):
+    model = _model(conn)
+    changing = _LoadBetweenReads(conn)
+    index = fast_index.build(changing, model, ("test",))
+    assert changing.vector_reads == 2
+    ids, matrix, _ = _reference_build(conn, model)
+    assert index.ids.tolist() == ids and np.array_equal(index.matrix, matrix.astype(np.float32))
