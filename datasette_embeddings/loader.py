@@ -115,10 +115,12 @@ def local_copy(source: str) -> Iterator[str]:
             pass
 
 
-#: page cache for the loading connection (KiB when negative).  vec0 keeps vectors in
-#: 1024-row chunk BLOBs; with SQLite's default 2 MB cache every insert re-reads and
-#: spills a chunk, which made vec0 inserts 5x slower than with 128 MB.
-LOAD_CACHE_KIB = 131_072
+#: page cache for the loading connection, in KiB.  vec0 writes each vector into a
+#: chunk BLOB (256 or, in older tables, 1024 vectors); with SQLite's default 2 MB
+#: cache every insert re-read and spilled a chunk (5x slower).  More than 32 MB buys
+#: no speed, and with 16 KiB pages a larger cache cost far more memory than its
+#: size: peak RSS grew to 1 GB at 128 MB, against 670 MB at 32 MB (benchmarks/load.py).
+LOAD_CACHE_KIB = 32_768
 
 
 #: page size of a database that ``load`` creates.  A vec0 chunk BLOB spans many
