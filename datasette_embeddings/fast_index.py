@@ -48,7 +48,7 @@ from .vectors import VectorError, parse_vector
 
 if TYPE_CHECKING:  # pragma: no cover
     from .similarity import NeighbourFilter
-    from .store import ModelInfo
+    from .store import ModelInfo, Store
 
 PLUGIN_NAME = "datasette-embeddings"
 
@@ -515,13 +515,12 @@ def status(conn, model: "ModelInfo") -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ SQL
-def _nearest_json(conn, model_label, query, k, provider=None) -> str:
+def _nearest_json(store: "Store", model_label, query, k, provider=None) -> str:
     from .similarity import NeighbourFilter, SimilarityError, nearest_ids
-    from .store import Store
 
     if not isinstance(model_label, str):
         raise ValueError("embeddings_nearest: model_label must be text")
-    model = Store(conn).model(model_label)
+    model = store.model(model_label)
     if model is None:
         raise ValueError(f"embeddings_nearest: unknown model '{model_label}'")
     try:
@@ -532,7 +531,7 @@ def _nearest_json(conn, model_label, query, k, provider=None) -> str:
         raise ValueError("embeddings_nearest: k must be an integer")
     flt = NeighbourFilter(providers=(provider,)) if provider is not None else NeighbourFilter()
     try:
-        pairs = nearest_ids(conn, model, vector, k, flt)
+        pairs = nearest_ids(store.conn, model, vector, k, flt)
     except SimilarityError as ex:
         raise ValueError(f"embeddings_nearest: {ex}") from None
     return json.dumps([{"id": rid, "similarity": round(sim, 6)} for rid, sim in pairs])
@@ -542,14 +541,22 @@ def register_sql_functions(conn) -> None:
     """``embeddings_nearest(model, vector, k [, provider])`` -> JSON ``[{"id", "similarity"}]`` for json_each.
 
     Also ``embeddings_index_status(model)`` -> JSON of what the fast path holds.
+
+    The functions share one :class:`Store`, made here rather than on each call:
+    making one (a sqlite-utils ``Database``) runs ``PRAGMA recursive_triggers=on``,
+    which expires every prepared statement of the connection, including the query
+    that is calling the function; SQLite then aborts that query ("abort due to
+    ROLLBACK") whenever its plan materialises a subquery, as ``near_duplicates``'
+    does.
     """
-    sqlite_udf.create_function(conn, "embeddings_nearest", 3, lambda m, q, k: _nearest_json(conn, m, q, k))
-    sqlite_udf.create_function(conn, "embeddings_nearest", 4, lambda m, q, k, p: _nearest_json(conn, m, q, k, p))
+    from .store import Store
+
+    store = Store(conn)
+    sqlite_udf.create_function(conn, "embeddings_nearest", 3, lambda m, q, k: _nearest_json(store, m, q, k))
+    sqlite_udf.create_function(conn, "embeddings_nearest", 4, lambda m, q, k, p: _nearest_json(store, m, q, k, p))
 
     def index_status(label):
-        from .store import Store
-
-        model = Store(conn).model(label) if isinstance(label, str) else None
+        model = store.model(label) if isinstance(label, str) else None
         if model is None:
             raise ValueError(f"embeddings_index_status: unknown model {label!r}")
         return json.dumps(status(conn, model))

@@ -159,3 +159,88 @@ def test_guarded_union_has_a_branch_per_model():
     assert sql.count("union all") == 2
     assert all(f":model = 'm{i}'" in sql for i in range(3))
     assert "it''s" in canned.similar_records_sql([ModelInfo("it's", "vec_x", 4, 0)])
+
+
+# ---------------------------------------------------------------- near_duplicates against NumPy
+
+
+@pytest.fixture(scope="module")
+def duplicates_db(tmp_path_factory):
+    """Two providers, clustered 16-d vectors with exact and near copies across them, and a second model."""
+    from datasette_embeddings import loader
+    from tests.helpers import make_records, write_parquet
+
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((30, 16))
+    records = make_records(n=60, providers=("met", "nga"), models={"other-8": 8}, seed=6)
+    vectors = []
+    for i in range(240):
+        v = centres[i % 30] + rng.normal(0, 0.4, 16)
+        if i % 40 == 1:
+            v = vectors[-1].copy()  # an exact copy of the previous record
+        elif i % 40 == 3:
+            v = vectors[-1] + rng.normal(0, 0.01, 16)  # a near copy
+        vectors.append(v)
+    for i, v in enumerate(vectors):
+        provider = ("met", "nga")[i % 2]
+        records.append({"provider": provider, "depiction_id": f"{provider}-{i}", "subject_id": f"s{i}",
+                        "model": "dup-16", "embeddings": v.astype(np.float32), "created": 1, "attributes": {}})
+    path = tmp_path_factory.mktemp("dups") / "dups.db"
+    write_parquet(path.with_suffix(".parquet"), records)
+    loader.load(str(path), [str(path.with_suffix(".parquet"))])
+    return path
+
+
+def _near_duplicates_by_numpy(db_path, label: str, threshold: float) -> list[tuple[int, set, float]]:
+    """(id, its nearest other records, similarity): each record's nearest by cosine, kept at or above
+    threshold, a mutual pair once from its lower id, ordered by similarity then id.  Exact copies tie
+    for a third record's nearest, so the nearest is a set: any of them is right."""
+    from datasette_embeddings.sqlite_conn import connect
+
+    conn = connect(str(db_path), readonly=True)
+    try:
+        vec_table = conn.execute("select vec_table from models where label = ?", [label]).fetchone()[0]
+        rows = conn.execute(f"select id, embedding from {vec_table} order by id").fetchall()
+    finally:
+        conn.close()
+    ids = np.array([r[0] for r in rows])
+    matrix = np.stack([np.frombuffer(r[1], dtype="<f4").astype(np.float64) for r in rows])
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    sims = matrix @ matrix.T
+    np.fill_diagonal(sims, -np.inf)
+    best = {}
+    for i, row in enumerate(sims):
+        top = row.max()
+        best[int(ids[i])] = ({int(j) for j in ids[row >= top - 1e-6]}, float(top))
+    out = []
+    for a, (nearest, sim) in best.items():
+        # which of tied copies SQL picks is its choice, but a copy's own nearest is its twin, never a tie
+        b = min(nearest)
+        if sim >= threshold and (a < b or a not in best[b][0]):
+            out.append((a, nearest, sim))
+    return sorted(out, key=lambda t: (-round(t[2], 4), t[0]))
+
+
+@pytest.mark.parametrize("fast_index_config", [{}, {"enabled": False}], ids=["fast path", "vec0"])
+@pytest.mark.parametrize("threshold", [-1.0, 0.9])
+def test_near_duplicates_equal_numpy_brute_force(duplicates_db, fast_index_config, threshold):
+    from datasette_embeddings import fast_index
+
+    expected = _near_duplicates_by_numpy(duplicates_db, "dup-16", threshold)
+    sims = sorted(s for _, _, s in expected)
+    assert all(abs(s - threshold) > 1e-4 for s in sims)  # no pair sits on the threshold's rounding edge
+    ds_ = Datasette([str(duplicates_db)], metadata={"plugins": {"datasette-embeddings": {"fast_index": fast_index_config}}})
+    try:
+        r = fetch(ds_, "/dups/near_duplicates.json", params={"model": "dup-16", "threshold": str(threshold), "_shape": "array"})
+        assert r.status_code == 200, r.text[:500]
+        got = r.json()
+    finally:
+        fast_index.configure({})
+    assert [g["id"] for g in got] == [a for a, _, _ in expected]
+    assert all(g["match_id"] in nearest for g, (_, nearest, _) in zip(got, expected))
+    assert sum(len(nearest) > 1 for _, nearest, _ in expected) >= 1  # a tie between copies was met
+    assert [g["similarity"] for g in got] == pytest.approx([s for _, _, s in expected], abs=1e-4)
+    assert {g["model"] for g in got} == {"dup-16"} and {g["match_model"] for g in got} <= {"dup-16"}
+    # the copies are there: exact copies at similarity 1, listed once
+    assert sum(1 for g in got if g["similarity"] == pytest.approx(1.0, abs=1e-4)) >= 6
+    assert len({frozenset((g["id"], g["match_id"])) for g in got}) == len(got)

@@ -412,3 +412,18 @@ def test_build_reads_again_when_a_load_lands_between_its_reads(conn):
     assert changing.vector_reads == 2
     ids, matrix, _ = _reference_build(conn, model)
     assert index.ids.tolist() == ids and np.array_equal(index.matrix, matrix.astype(np.float32))
+
+
+def test_sql_function_leaves_the_calling_query_running(conn):
+    """Calling it must not expire the statement that calls it: near_duplicates' plan calls it
+    thousands of times from a materialised subquery (making a sqlite-utils Database per call
+    did, and SQLite aborted the query with "abort due to ROLLBACK")."""
+    from datasette_embeddings import canned
+
+    fast_index.register_sql_functions(conn)
+    model = _model(conn)
+    sql = canned.near_duplicates_sql([model])
+    rows = conn.execute(sql, {"model": "m", "threshold": "-1"}).fetchall()
+    assert len(rows) > sum(COUNTS.values()) // 2
+    sql = f"with s as materialized (select embeddings_index_status('m') as s from {model.vec_table}) select count(*) from s"
+    assert conn.execute(sql).fetchone()[0] == sum(COUNTS.values())
