@@ -543,11 +543,11 @@ def register_sql_functions(conn) -> None:
     Also ``embeddings_index_status(model)`` -> JSON of what the fast path holds.
 
     The functions share one :class:`Store`, made here rather than on each call:
-    making one (a sqlite-utils ``Database``) runs ``PRAGMA recursive_triggers=on``,
-    which expires every prepared statement of the connection, including the query
-    that is calling the function; SQLite then aborts that query ("abort due to
-    ROLLBACK") whenever its plan materialises a subquery, as ``near_duplicates``'
-    does.
+    making one (a sqlite-utils ``Database``) runs ``PRAGMA recursive_triggers=on``
+    and sqlite-utils' plugin hooks, and the pragma expires every prepared statement
+    of the connection, including the query that is calling the function.  With a
+    Store per call, ``near_duplicates`` (a materialised subquery calling the function
+    per record) was aborted by SQLite after a few hundred calls: "abort due to ROLLBACK".
     """
     from .store import Store
 
