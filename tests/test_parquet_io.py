@@ -146,3 +146,21 @@ def test_reading_keeps_arrow_memory_bounded_by_a_row_group(tmp_path):
     for _batch in read_batches(str(path), batch_size=500):
         peak = max(peak, pa.total_allocated_bytes() - baseline)
     assert peak < whole_vectors / 4, (peak, whole_vectors)
+
+
+@pytest.mark.parametrize("dims", [[3, 3, 3], [3, 5, 3]], ids=["one-size", "mixed-sizes"])
+def test_vector_blobs_keep_trailing_zeros_and_every_bit(tmp_path, dims):
+    """BLOBs are cut from the decoded matrix; a zero at the end must not be dropped as padding."""
+    vectors = [np.zeros(d, np.float32) for d in dims]
+    vectors[0][0] = 1.0
+    vectors[1][-1] = -0.0
+    vectors[2][:] = [np.float32(1e-45), 0.0, 0.0]
+    records = make_records(n=len(dims), models={"m": 3})
+    for r, v in zip(records, vectors):
+        r["embeddings"] = v
+        r["model"] = f"m{len(v)}"
+    path = tmp_path / "zeros.parquet"
+    write_parquet(path, records)
+    (batch,) = list(read_batches(str(path)))
+    assert batch.vectors == [v.tobytes() for v in vectors]
+    assert batch.dimensions.tolist() == dims
