@@ -12,14 +12,22 @@ times faster per record.  Either way the provider constraint is inside the
 search, so "best match in provider B" is the best of B, not the best overall that
 happens to be B.
 
+Where ``datasette-embeddings neighbors`` has stored a model's neighbours and they
+are current, ``similar_records`` (for k up to the stored k) and ``near_duplicates``
+read them instead of searching: one indexed read per record, which is what makes
+``near_duplicates`` usable on a large, statically published collection.  The
+queries are built per request, so a ``load`` that makes the table stale switches
+them back to searching at once.
+
 The plugin offers these for every database holding ``records`` and ``models``
 (the ``canned_queries`` hook); ``metadata.yml`` may define a query of the same
 name to give it a title or description, and then the metadata one is used.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
+from . import neighbors
 from .store import ModelInfo, Store
 
 RECORD_COLUMNS = "r.id, r.provider, r.depiction_id, r.subject_id, r.model, r.attributes"
@@ -29,12 +37,20 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _union(models: Sequence[ModelInfo], branch: str) -> str:
-    """One guarded branch per model; ``{vec}`` and ``{label}`` are filled in per model."""
+def _union(models: Sequence[ModelInfo], branch: str, stored: Mapping[str, int] | None = None, stored_branch: str = "") -> str:
+    """One guarded branch per model; ``{vec}``, ``{label}`` and ``{k}`` are filled in per model.
+
+    A model in ``stored`` (label -> k of its current ``neighbors`` rows) gets
+    ``stored_branch`` instead, when one is given.
+    """
     if not models:
         return "select null as id, null as distance where 0"
+    stored = stored or {}
     return "\n  union all\n".join(
-        branch.format(vec=m.vec_table, label=_quote(m.label)) for m in models
+        (stored_branch if stored_branch and m.label in stored else branch).format(
+            vec=m.vec_table, label=_quote(m.label), k=stored.get(m.label, 0)
+        )
+        for m in models
     )
 
 
@@ -59,14 +75,21 @@ def _pairs_sql(best: str, extra_where: str) -> str:
     )
 
 
-def similar_records_sql(models: Sequence[ModelInfo]) -> str:
-    knn = _union(
-        models,
+def similar_records_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None) -> str:
+    search = (
         "  select v.id, v.distance from {vec} v\n"
-        "  where :model = {label}\n"
+        "  where :model = {label}{too_many}\n"
         "    and v.embedding match (select e.embedding from {vec} e where e.id = (select id from target))\n"
-        "    and v.k = cast(:k as integer) + 1",
+        "    and v.k = cast(:k as integer) + 1"
     )
+    # k up to the stored k: read the table; more: search as for any other model
+    from_table = (
+        "  select n.neighbour_id as id, 1 - n.similarity as distance from neighbors n\n"
+        "  where :model = {label} and cast(:k as integer) <= {k}\n"
+        "    and n.record_id = (select id from target) and n.rank <= cast(:k as integer)\n"
+        "  union all\n" + search.replace("{too_many}", " and cast(:k as integer) > {k}")
+    )
+    knn = _union(models, search.replace("{too_many}", ""), stored, from_table)
     return (
         "with target as (\n"
         "  select id from records where provider = :provider and depiction_id = :depiction_id and model = :model\n"
@@ -107,7 +130,7 @@ def text_search_sql(models: Sequence[ModelInfo]) -> str:
     )
 
 
-def near_duplicates_sql(models: Sequence[ModelInfo]) -> str:
+def near_duplicates_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None) -> str:
     # embeddings_nearest (fast_index.py) answers each record from the in-memory matrix, the same
     # exact answer as a vec0 KNN.  The two nearest are the record itself and its nearest other
     # record (or, among identical vectors, two others): the first that is not the record wins.
@@ -120,6 +143,10 @@ def near_duplicates_sql(models: Sequence[ModelInfo]) -> str:
         "  ) as best\n"
         "  from records a join {vec} v on v.id = a.id\n"
         "  where :model = {label} and a.model = {label}",
+        stored,
+        # the stored nearest other record: rank 1 never is the record itself
+        "  select n.record_id as a_id, json_array(n.neighbour_id, 1 - n.similarity) as best\n"
+        "  from neighbors n where :model = {label} and n.model = {label} and n.rank = 1",
     )
     # a mutual pair (each the other's nearest) is listed once, from its lower id
     return _pairs_sql(
@@ -129,14 +156,17 @@ def near_duplicates_sql(models: Sequence[ModelInfo]) -> str:
     )
 
 
-def queries_for(models: Sequence[ModelInfo]) -> dict[str, dict]:
-    """The canned queries for a database holding ``models``, in Datasette's format."""
+def queries_for(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None) -> dict[str, dict]:
+    """The canned queries for a database holding ``models``, in Datasette's format.
+
+    ``stored`` maps a model label to the k of its current ``neighbors`` rows.
+    """
     labels = ", ".join(m.label for m in models) or "none loaded"
     return {
         "similar_records": {
             "title": "Similar records",
             "description": f"The k records most similar to one depiction under one model (models: {labels}).",
-            "sql": similar_records_sql(models),
+            "sql": similar_records_sql(models, stored),
             "params": ["provider", "depiction_id", "model", "k"],
         },
         "cross_provider_links": {
@@ -157,7 +187,7 @@ def queries_for(models: Sequence[ModelInfo]) -> dict[str, dict]:
             "title": "Near-duplicate pairs",
             "description": "Pairs of records under one model whose similarity is at least threshold "
             "(each record with its nearest neighbour, each pair once).",
-            "sql": near_duplicates_sql(models),
+            "sql": near_duplicates_sql(models, stored),
             "params": ["model", "threshold"],
         },
     }
@@ -168,7 +198,9 @@ def canned_queries_for_database(conn) -> dict[str, dict]:
     store = Store(conn)
     if not store.is_initialised():
         return {}
-    return queries_for(store.models())
+    models = store.models()
+    stored = {m.label: k for m in models if (k := neighbors.current_k(conn, m))}
+    return queries_for(models, stored)
 
 
 async def canned_queries(datasette, database: str) -> dict[str, dict]:

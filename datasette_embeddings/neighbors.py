@@ -132,13 +132,21 @@ def build(conn, models: Sequence[str] = (), k: int = 10, progress: Callable[[str
     return reports
 
 
-def stored_neighbours(conn, model: ModelInfo, record_id: int, k: int) -> list[tuple[int, float]] | None:
-    """``(id, similarity)`` from the table when it holds at least k for this model and is current; else None."""
+def current_k(conn, model: ModelInfo) -> int | None:
+    """How many neighbours per record the table holds for ``model``, or None when it is absent or stale."""
     try:
         meta = conn.execute("select k, data_version from neighbors_models where model = ?", [model.label]).fetchone()
     except Exception:  # no such table: neighbors never ran on this database
         return None
-    if meta is None or meta[0] < k or meta[1] != json.dumps(fast_index.data_token(conn, model.label)):
+    if meta is None or meta[1] != json.dumps(fast_index.data_token(conn, model.label)):
+        return None
+    return int(meta[0])
+
+
+def stored_neighbours(conn, model: ModelInfo, record_id: int, k: int) -> list[tuple[int, float]] | None:
+    """``(id, similarity)`` from the table when it holds at least k for this model and is current; else None."""
+    stored = current_k(conn, model)
+    if stored is None or stored < k:
         return None
     rows = conn.execute(
         "select neighbour_id, similarity from neighbors where record_id = ? order by rank limit ?", [record_id, k]

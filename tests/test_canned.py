@@ -244,3 +244,78 @@ def test_near_duplicates_equal_numpy_brute_force(duplicates_db, fast_index_confi
     # the copies are there: exact copies at similarity 1, listed once
     assert sum(1 for g in got if g["similarity"] == pytest.approx(1.0, abs=1e-4)) >= 6
     assert len({frozenset((g["id"], g["match_id"])) for g in got}) == len(got)
+
+
+# ---------------------------------------------------------------- the neighbors table, when current
+
+
+@pytest.fixture
+def with_neighbors(duplicates_db, tmp_path):
+    """A copy of the duplicates database whose dup-16 neighbours are stored (k=3)."""
+    import shutil
+
+    from datasette_embeddings import neighbors
+    from datasette_embeddings.sqlite_conn import connect
+
+    path = tmp_path / "dups.db"
+    shutil.copy(duplicates_db, path)
+    conn = connect(str(path))
+    neighbors.build(conn, ["dup-16"], k=3)
+    conn.close()
+    return path
+
+
+def _query(path, name: str, **params) -> list[dict]:
+    ds_ = Datasette([str(path)])
+    r = fetch(ds_, f"/dups/{name}.json", params={**params, "_shape": "array"})
+    assert r.status_code == 200, r.text[:500]
+    return r.json()
+
+
+def _mark_stored_similarities(path, value: float) -> None:
+    """Overwrite every stored similarity, so answers that come from the table can be told apart."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("update neighbors set similarity = ?", [value])
+    conn.commit()
+    conn.close()
+
+
+def test_near_duplicates_read_current_stored_neighbours(with_neighbors):
+    expected = _near_duplicates_by_numpy(with_neighbors, "dup-16", -1.0)
+    got = _query(with_neighbors, "near_duplicates", model="dup-16", threshold="-1")
+    assert [g["id"] for g in got] == [a for a, _, _ in expected]
+    assert all(g["match_id"] in nearest for g, (_, nearest, _) in zip(got, expected))
+    assert [g["similarity"] for g in got] == pytest.approx([s for _, _, s in expected], abs=1e-3)
+
+    _mark_stored_similarities(with_neighbors, 0.25)
+    got = _query(with_neighbors, "near_duplicates", model="dup-16", threshold="-1")
+    assert got and {g["similarity"] for g in got} == {0.25}  # read from the table, not searched
+    # the other model has no stored neighbours: it is searched as before
+    assert {g["similarity"] for g in _query(with_neighbors, "near_duplicates", model="other-8", threshold="-1")} != {0.25}
+
+
+def test_similar_records_read_stored_neighbours_up_to_their_k(with_neighbors):
+    args = dict(provider="met", depiction_id="met-0", model="dup-16")
+    live = _query(with_neighbors, "similar_records", **args, k=5)
+    assert _query(with_neighbors, "similar_records", **args, k=3) == live[:3]  # the table agrees with search
+    _mark_stored_similarities(with_neighbors, 0.25)
+    stored = _query(with_neighbors, "similar_records", **args, k=3)
+    assert [r["id"] for r in stored] == [r["id"] for r in live[:3]]
+    assert {r["similarity"] for r in stored} == {0.25}
+    # more than the table holds: searched live
+    assert _query(with_neighbors, "similar_records", **args, k=5) == live
+
+
+def test_a_new_load_makes_canned_queries_search_again(with_neighbors, tmp_path):
+    from datasette_embeddings import loader
+    from tests.helpers import make_records, write_parquet
+
+    _mark_stored_similarities(with_neighbors, 0.25)
+    extra = tmp_path / "more.parquet"
+    write_parquet(extra, make_records(n=3, providers=("late",), models={"dup-16": 16}, seed=9))
+    loader.load(str(with_neighbors), [str(extra)])
+    got = _query(with_neighbors, "near_duplicates", model="dup-16", threshold="-1")
+    assert 0.25 not in {g["similarity"] for g in got}
+    assert [g["id"] for g in got] == [a for a, _, _ in _near_duplicates_by_numpy(with_neighbors, "dup-16", -1.0)]
