@@ -129,3 +129,41 @@ def test_concurrent_readers_only_see_whole_files(tmp_path, big_files):
         assert sorted(snapshot) == [f"p{i}" for i in range(len(snapshot))]
     # readers saw the load in progress, not only before and after
     assert len({len(s) for s in seen}) >= 2
+
+
+def test_sigkill_during_a_new_databases_first_file_leaves_it_empty_and_a_rerun_completes(tmp_path):
+    """A new database loads under a rollback journal: the hot journal undoes the killed file."""
+    rows = 80_000  # 80 MB of vectors: more than the load's page cache, so pages reach the file mid-load
+    source = tmp_path / "large.parquet"
+    write_synthetic(source, rows, DIMS, provider="p0", model="m256", seed=7, row_group_size=4_000)
+    db = tmp_path / "fresh.db"
+    journal = tmp_path / "fresh.db-journal"
+    proc = subprocess.Popen(
+        [CLI_BIN, "load", str(db), str(source), "--quiet", "--batch-size", "1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if journal.exists() and db.exists() and db.stat().st_size > 16_000_000:
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, "the load finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+    conn = sqlite3.connect(db)  # the first connection rolls the hot journal back
+    assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("select count(*) from records").fetchone()[0] == 0
+    conn.close()
+    assert not journal.exists()
+
+    rerun = subprocess.run([CLI_BIN, "load", str(db), str(source), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert counts_per_provider(db) == {"p0": rows}
+    conn = sqlite3.connect(db)
+    assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
+    conn.close()
