@@ -76,20 +76,22 @@ def _pairs_sql(best: str, extra_where: str) -> str:
 
 
 def similar_records_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None) -> str:
-    search = (
-        "  select v.id, v.distance from {vec} v\n"
-        "  where :model = {label}{too_many}\n"
-        "    and v.embedding match (select e.embedding from {vec} e where e.id = (select id from target))\n"
-        "    and v.k = cast(:k as integer) + 1"
-    )
+    def search(guard: str) -> str:
+        return (
+            "  select v.id, v.distance from {vec} v\n"
+            "  where :model = {label}" + guard + "\n"
+            "    and v.embedding match (select e.embedding from {vec} e where e.id = (select id from target))\n"
+            "    and v.k = cast(:k as integer) + 1"
+        )
+
     # k up to the stored k: read the table; more: search as for any other model
     from_table = (
         "  select n.neighbour_id as id, 1 - n.similarity as distance from neighbors n\n"
         "  where :model = {label} and cast(:k as integer) <= {k}\n"
         "    and n.record_id = (select id from target) and n.rank <= cast(:k as integer)\n"
-        "  union all\n" + search.replace("{too_many}", " and cast(:k as integer) > {k}")
+        "  union all\n" + search(" and cast(:k as integer) > {k}")
     )
-    knn = _union(models, search.replace("{too_many}", ""), stored, from_table)
+    knn = _union(models, search(""), stored, from_table)
     return (
         "with target as (\n"
         "  select id from records where provider = :provider and depiction_id = :depiction_id and model = :model\n"
