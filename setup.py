@@ -1,6 +1,6 @@
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 VERSION = "0.1.0"
 
@@ -17,15 +17,15 @@ setup(
     long_description_content_type="text/markdown",
     version=VERSION,
     license="Apache License, Version 2.0",
-    packages=["datasette_embeddings"],
+    packages=find_packages(include=["datasette_embeddings", "datasette_embeddings.*"]),
     # templates/ lives at the top level (the product card fixes it); the package
     # reaches it through the datasette_embeddings/templates symlink, which
     # setuptools follows when it builds a wheel.
-    package_data={"datasette_embeddings": ["templates/*.html", "static/*"]},
+    package_data={"datasette_embeddings": ["templates/*.html"]},
     include_package_data=True,
     entry_points={
         "datasette": ["embeddings = datasette_embeddings"],
-        "llm": ["embeddings = datasette_embeddings.llm_plugin"],
+        "llm": ["embeddings = datasette_embeddings.embedding.llm_plugin"],
         "console_scripts": ["datasette-embeddings = datasette_embeddings.cli:cli"],
     },
     python_requires=">=3.10",

@@ -129,7 +129,7 @@ def main() -> None:
         db = "e2e"
         # truth: ids are 1..N in vector order; the record itself excluded
         record_ids = [int(i) + 1 for i in rng.choice(args.n, args.requests, replace=False)]
-        from datasette_embeddings.sqlite_conn import connect
+        from datasette_embeddings.storage.connection import connect
 
         conn = connect(db_path)
         provider_of = np.array([PROVIDERS.index(p) for (p,) in conn.execute("select provider from records order by id")])

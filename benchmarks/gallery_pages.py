@@ -12,9 +12,9 @@ import os
 import sys
 import time
 
-from datasette_embeddings import gallery
-from datasette_embeddings.sqlite_conn import connect
-from datasette_embeddings.store import Store
+from datasette_embeddings.web import gallery
+from datasette_embeddings.storage.connection import connect
+from datasette_embeddings.storage.store import Store
 
 N = 1_000_000
 

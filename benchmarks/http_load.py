@@ -28,15 +28,15 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from datasette_embeddings import loader  # noqa: E402
-from datasette_embeddings.parquet_io import write_records  # noqa: E402
+from datasette_embeddings.files import loader  # noqa: E402
+from datasette_embeddings.files.parquet_io import write_records  # noqa: E402
 
 MODEL = "colour-layout-v1"
 
 
 def build_database(path: str, records: int, seed: int = 7) -> None:
     """Clustered vectors with the built-in image model's dimensions, ten providers."""
-    from datasette_embeddings import colour_layout
+    from datasette_embeddings.embedding import colour_layout
     from PIL import Image
 
     dims = colour_layout.describe(Image.new("RGB", (32, 32), "white")).shape[0]

@@ -26,9 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from synthetic import clustered, exact_top_k, normalised, queries, recall  # noqa: E402
 
-from datasette_embeddings import fast_index, loader  # noqa: E402
-from datasette_embeddings.vectors import to_blob  # noqa: E402
-from datasette_embeddings.similarity import NeighbourFilter, nearest_ids, vec0_nearest_ids  # noqa: E402
+from datasette_embeddings.files import loader  # noqa: E402
+from datasette_embeddings.search import memory_index as fast_index  # noqa: E402
+from datasette_embeddings.storage.vectors import to_blob  # noqa: E402
+from datasette_embeddings.search.similarity import NeighbourFilter, nearest_ids, vec0_nearest_ids  # noqa: E402
 
 K = 10
 PROVIDERS = [f"provider-{i}" for i in range(10)]
@@ -77,7 +78,7 @@ def interleaved(paths: dict, qs) -> dict:
 
 
 def run_case(n: int, dims: int, n_queries: int, vec0_queries: int, ann: bool, workdir: str) -> list[dict]:
-    from datasette_embeddings.store import Store
+    from datasette_embeddings.storage.store import Store
 
     vectors = clustered(n, dims)
     qs = queries(n_queries, dims)

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from datasette_embeddings.parquet_io import CANONICAL_SCHEMA  # noqa: E402
+from datasette_embeddings.files.parquet_io import CANONICAL_SCHEMA  # noqa: E402
 
 
 def write_synthetic(path: str, rows: int, dims: int, providers: int = 10, chunk: int = 50_000, first_id: int = 0) -> None:

@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from knn import build_db  # noqa: E402
 from synthetic import clustered, normalised, recall  # noqa: E402
 
-from datasette_embeddings import neighbors  # noqa: E402
-from datasette_embeddings.sqlite_conn import connect  # noqa: E402
+from datasette_embeddings.search import neighbours as neighbors  # noqa: E402
+from datasette_embeddings.storage.connection import connect  # noqa: E402
 
 TARGET_SECONDS = 300
 

@@ -14,7 +14,9 @@ hookimpl = HookimplMarker("datasette")
 
 @hookimpl
 def startup(datasette):
-    from . import index_warmup, models, sqlite_conn
+    from .search import index_warmup
+    from .embedding import runtime as models
+    from .storage import connection as sqlite_conn
 
     # refuse to start on a Python whose sqlite3 cannot load sqlite-vec, with the fix in the message
     sqlite_conn.check_extension_loading()
@@ -26,7 +28,10 @@ def startup(datasette):
 
 @hookimpl
 def prepare_connection(conn, database, datasette):
-    from . import fast_index, models, sql_functions, sqlite_conn, tables
+    from .search import memory_index as fast_index
+    from .embedding import runtime as models
+    from .sql import functions as sql_functions
+    from .storage import connection as sqlite_conn, hidden_tables as tables
 
     sqlite_conn.load_vec(conn)
     tables.remember_vec_tables(conn, database)
@@ -36,62 +41,62 @@ def prepare_connection(conn, database, datasette):
 
 @hookimpl
 def get_metadata(datasette, key, database, table):
-    from . import tables
+    from .storage import hidden_tables as tables
 
     return tables.hidden_tables_metadata()
 
 
 @hookimpl
 def register_routes(datasette):
-    from . import views
+    from .web import routes as views
 
     return views.routes()
 
 
 @hookimpl
 def render_cell(value, column, table, database, datasette):
-    from . import page_hooks
+    from .web import page_hooks
 
     return page_hooks.render_cell(value, column)
 
 
 @hookimpl
 def table_actions(datasette, actor, database, table, request):
-    from . import page_hooks
+    from .web import page_hooks
 
     return page_hooks.table_actions(datasette, database, table)
 
 
 @hookimpl
 def database_actions(datasette, actor, database, request):
-    from . import page_hooks
+    from .web import page_hooks
 
     return page_hooks.database_actions(datasette, database)
 
 
 @hookimpl
 def menu_links(datasette, actor, request):
-    from . import page_hooks
+    from .web import page_hooks
 
     return page_hooks.menu_links(datasette)
 
 
 @hookimpl
 def canned_queries(datasette, database, actor):
-    from . import canned
+    from .web import canned
 
     return canned.canned_queries(datasette, database)
 
 
 @hookimpl
 def extra_template_vars(template, database, table, columns, view_name, request, datasette):
-    from . import page_hooks
+    from .web import page_hooks
 
     return page_hooks.extra_template_vars(datasette, database, view_name, request)
 
 
 @hookimpl
 def skip_csrf(datasette, scope):
-    from . import search
+    from .web import search_page as search
 
     return search.skips_asgi_csrf(scope, datasette.setting("base_url"))

@@ -7,8 +7,8 @@ import time
 
 import click
 
-from . import exporter, loader
-from .colour_layout import MODEL_ID as BUILTIN_IMAGE_MODEL
+from .files import exporter, loader
+from .embedding.colour_layout import MODEL_ID as BUILTIN_IMAGE_MODEL
 
 
 @click.group()
@@ -132,8 +132,8 @@ def neighbors(db: str, models: tuple[str, ...], k: int) -> None:
 
         datasette-embeddings neighbors collection.db --model apple/mobileclip_s0 --k 20
     """
-    from . import neighbors as neighbors_module
-    from .sqlite_conn import connect
+    from .search import neighbours as neighbors_module
+    from .storage.connection import connect
 
     conn = connect(db)
     try:
@@ -162,7 +162,7 @@ def embed(source: str, output: str, model_id: str, label: str | None, provider: 
         datasette-embeddings embed photos/ --provider my-museum -o photos.parquet
         datasette-embeddings embed texts.csv --model minilm-l6-v2-local --sentences -o texts.parquet
     """
-    from . import embed as embed_module
+    from .files import harvest as embed_module
 
     progress = _Progress(enabled=not quiet and sys.stderr.isatty(), unit="items")
 

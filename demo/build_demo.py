@@ -29,7 +29,7 @@ from PIL import Image  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from datasette_embeddings.parquet_io import write_records  # noqa: E402
+from datasette_embeddings.files.parquet_io import write_records  # noqa: E402
 
 IMAGE_MODEL = "colour-layout-v1"
 TEXT_MODEL_ID = "minilm-l6-v2-local"

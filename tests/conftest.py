@@ -42,8 +42,7 @@ def small_parquet(tmp_path):
 
 @pytest.fixture
 def loaded_db(tmp_path, small_parquet):
-    from datasette_embeddings import loader
-
+    from datasette_embeddings.files import loader
     db = tmp_path / "loaded.db"
     loader.load(str(db), [str(small_parquet)])
     return db

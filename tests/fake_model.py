@@ -12,9 +12,7 @@ from typing import Iterator
 import llm
 from llm.plugins import pm
 
-from datasette_embeddings import models
-
-
+from datasette_embeddings.embedding import runtime as models
 class FakeCountingModel(llm.EmbeddingModel):
     """Deterministic 8-d vectors from a hash; records every batch it is given."""
 

@@ -19,7 +19,8 @@ import re
 import llm
 import numpy as np
 
-from datasette_embeddings import loader, models
+from datasette_embeddings.files import loader
+from datasette_embeddings.embedding import runtime as models
 from tests.helpers import write_parquet
 
 IMAGES = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "images"
@@ -135,7 +136,7 @@ def build_database(
 
 
 def record_id(db_path, provider: str, depiction_id: str, model: str) -> int:
-    from datasette_embeddings.sqlite_conn import connect
+    from datasette_embeddings.storage.connection import connect
 
     conn = connect(str(db_path))
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datasette_embeddings.parquet_io import to_arrow
+from datasette_embeddings.files.parquet_io import to_arrow
 
 
 def make_records(
@@ -119,8 +119,8 @@ def replace_column(records: list[dict], column: str, array: pa.Array | Iterable)
 
 def dump_database(db) -> list[tuple]:
     """Every record with its vector bytes and id, for exact before/after comparisons."""
-    from datasette_embeddings.sqlite_conn import connect
-    from datasette_embeddings.store import Store
+    from datasette_embeddings.storage.connection import connect
+    from datasette_embeddings.storage.store import Store
 
     conn = connect(str(db), readonly=True)
     try:
@@ -160,7 +160,7 @@ def file_hashes(db) -> dict:
 def write_synthetic(path, n: int, dims: int, *, provider: str = "synthetic", model: str = "synthetic-model",
                     seed: int = 0, created: int = 1_700_000_000, row_group_size: int = 10_000) -> None:
     """A large canonical file built column-wise (make_records is too slow for 10^4+ rows)."""
-    from datasette_embeddings.parquet_io import CANONICAL_SCHEMA
+    from datasette_embeddings.files.parquet_io import CANONICAL_SCHEMA
 
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((n, dims)).astype(np.float32)

@@ -25,9 +25,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from datasette_embeddings import loader
+from datasette_embeddings.files import loader
 from datasette_embeddings.cli import cli
-from datasette_embeddings.parquet_io import CANONICAL_SCHEMA, MAX_DIMENSIONS
+from datasette_embeddings.files.parquet_io import CANONICAL_SCHEMA, MAX_DIMENSIONS
 from tests.helpers import (
     dump_database,
     file_hashes,

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from datasette.app import Datasette
 
-from datasette_embeddings import canned
-from datasette_embeddings.store import ModelInfo, vec_table_name
+from datasette_embeddings.web import canned
+from datasette_embeddings.storage.store import ModelInfo, vec_table_name
 from tests.gallery_fixtures import FAKE_TEXT_MODEL, IMAGE_MODEL, ds, fetch, museum_db  # noqa: F401
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -16,8 +16,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def vectors(museum_db):
     """id -> (record, unit vector) for every record, read back through the store."""
-    from datasette_embeddings.sqlite_conn import connect
-    from datasette_embeddings.store import Store
+    from datasette_embeddings.storage.connection import connect
+    from datasette_embeddings.storage.store import Store
 
     conn = connect(str(museum_db))
     try:
@@ -167,7 +167,7 @@ def test_guarded_union_has_a_branch_per_model():
 @pytest.fixture(scope="module")
 def duplicates_db(tmp_path_factory):
     """Two providers, clustered 16-d vectors with exact and near copies across them, and a second model."""
-    from datasette_embeddings import loader
+    from datasette_embeddings.files import loader
     from tests.helpers import make_records, write_parquet
 
     rng = np.random.default_rng(5)
@@ -195,7 +195,7 @@ def _near_duplicates_by_numpy(db_path, label: str, threshold: float) -> list[tup
     """(id, its nearest other records, similarity): each record's nearest by cosine, kept at or above
     threshold, a mutual pair once from its lower id, ordered by similarity then id.  Exact copies tie
     for a third record's nearest, so the nearest is a set: any of them is right."""
-    from datasette_embeddings.sqlite_conn import connect
+    from datasette_embeddings.storage.connection import connect
 
     conn = connect(str(db_path), readonly=True)
     try:
@@ -224,8 +224,7 @@ def _near_duplicates_by_numpy(db_path, label: str, threshold: float) -> list[tup
 @pytest.mark.parametrize("fast_index_config", [{}, {"enabled": False}], ids=["fast path", "vec0"])
 @pytest.mark.parametrize("threshold", [-1.0, 0.9])
 def test_near_duplicates_equal_numpy_brute_force(duplicates_db, fast_index_config, threshold):
-    from datasette_embeddings import fast_index
-
+    from datasette_embeddings.search import memory_index as fast_index
     expected = _near_duplicates_by_numpy(duplicates_db, "dup-16", threshold)
     sims = sorted(s for _, _, s in expected)
     assert all(abs(s - threshold) > 1e-4 for s in sims)  # no pair sits on the threshold's rounding edge
@@ -254,8 +253,8 @@ def with_neighbors(duplicates_db, tmp_path):
     """A copy of the duplicates database whose dup-16 neighbours are stored (k=3)."""
     import shutil
 
-    from datasette_embeddings import neighbors
-    from datasette_embeddings.sqlite_conn import connect
+    from datasette_embeddings.search import neighbours as neighbors
+    from datasette_embeddings.storage.connection import connect
 
     path = tmp_path / "dups.db"
     shutil.copy(duplicates_db, path)
@@ -309,7 +308,7 @@ def test_similar_records_read_stored_neighbours_up_to_their_k(with_neighbors):
 
 
 def test_a_new_load_makes_canned_queries_search_again(with_neighbors, tmp_path):
-    from datasette_embeddings import loader
+    from datasette_embeddings.files import loader
     from tests.helpers import make_records, write_parquet
 
     _mark_stored_similarities(with_neighbors, 0.25)

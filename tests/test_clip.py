@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 from datasette.app import Datasette
 
-from datasette_embeddings import embed, loader, models, sql_functions
-from datasette_embeddings.models import EmbeddingConfig
-from datasette_embeddings.sqlite_conn import connect
+from datasette_embeddings.files import harvest as embed
+from datasette_embeddings.files import loader
+from datasette_embeddings.embedding import runtime as models
+from datasette_embeddings.sql import functions as sql_functions
+from datasette_embeddings.embedding.runtime import EmbeddingConfig
+from datasette_embeddings.storage.connection import connect
 from tests import tiny_clip
 from tests.conftest import SHARED_DATA
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasette_embeddings import colour_layout, models
-
+from datasette_embeddings.embedding import colour_layout
+from datasette_embeddings.embedding import runtime as models
 RIJKS_PRINTS = ("RP-P-1906-1485", "RP-P-1906-1486", "RP-P-1906-1487")
 
 

@@ -7,9 +7,9 @@ import pathlib
 
 import pytest
 
-from datasette_embeddings import loader
-from datasette_embeddings.similarity import NeighbourFilter, similar_to_record
-from datasette_embeddings.sqlite_conn import connect
+from datasette_embeddings.files import loader
+from datasette_embeddings.search.similarity import NeighbourFilter, similar_to_record
+from datasette_embeddings.storage.connection import connect
 
 DEMO = pathlib.Path(__file__).resolve().parent.parent / "demo"
 TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"

@@ -7,10 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from datasette_embeddings import embed, models
+from datasette_embeddings.files import harvest as embed
+from datasette_embeddings.embedding import runtime as models
 from datasette_embeddings.cli import cli
-from datasette_embeddings.sqlite_conn import connect
-from datasette_embeddings.store import Store
+from datasette_embeddings.storage.connection import connect
+from datasette_embeddings.storage.store import Store
 
 RIJKS = ["RP-P-1906-1485.jpg", "RP-P-1906-1486.jpg", "RP-P-1906-1487.jpg"]
 

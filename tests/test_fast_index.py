@@ -4,10 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from datasette_embeddings import fast_index, loader
-from datasette_embeddings.similarity import NeighbourFilter, nearest_ids, vec0_nearest_ids
-from datasette_embeddings.sqlite_conn import connect
-from datasette_embeddings.store import Store
+from datasette_embeddings.search import memory_index as fast_index
+from datasette_embeddings.files import loader
+from datasette_embeddings.search.similarity import NeighbourFilter, nearest_ids, vec0_nearest_ids
+from datasette_embeddings.storage.connection import connect
+from datasette_embeddings.storage.store import Store
 from tests.helpers import write_parquet
 
 DIMS = 24
@@ -418,8 +419,7 @@ def test_sql_function_leaves_the_calling_query_running(conn):
     """Calling it must not expire the statement that calls it: near_duplicates' plan calls it
     thousands of times from a materialised subquery (making a sqlite-utils Database per call
     did, and SQLite aborted the query with "abort due to ROLLBACK")."""
-    from datasette_embeddings import canned
-
+    from datasette_embeddings.web import canned
     fast_index.register_sql_functions(conn)
     model = _model(conn)
     sql = canned.near_duplicates_sql([model])

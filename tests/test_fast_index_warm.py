@@ -11,9 +11,11 @@ import pytest
 import sqlite_utils
 from datasette.app import Datasette
 
-from datasette_embeddings import fast_index, index_warmup, loader
-from datasette_embeddings.sqlite_conn import connect
-from datasette_embeddings.store import Store
+from datasette_embeddings.search import memory_index as fast_index
+from datasette_embeddings.search import index_warmup
+from datasette_embeddings.files import loader
+from datasette_embeddings.storage.connection import connect
+from datasette_embeddings.storage.store import Store
 from tests.gallery_fixtures import fetch
 from tests.helpers import file_hashes, make_records, write_parquet
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from datasette_embeddings import loader
+from datasette_embeddings.files import loader
 from tests.helpers import make_records, write_parquet, write_synthetic
 
 CLI_BIN = str(Path(sys.executable).parent / "datasette-embeddings")

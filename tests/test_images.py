@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasette_embeddings.images import ImageError, load_image
+from datasette_embeddings.embedding.images import ImageError, load_image
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:

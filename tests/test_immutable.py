@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from datasette_embeddings import loader
+from datasette_embeddings.files import loader
 from tests.helpers import file_hashes, free_port, make_records, write_parquet
 
 DATASETTE = str(Path(sys.executable).parent / "datasette")

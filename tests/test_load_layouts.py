@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datasette_embeddings import loader
-from datasette_embeddings.parquet_io import CANONICAL_SCHEMA
+from datasette_embeddings.files import loader
+from datasette_embeddings.files.parquet_io import CANONICAL_SCHEMA
 from tests.helpers import (
     dump_database,
     make_records,

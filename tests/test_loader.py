@@ -11,8 +11,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from datasette_embeddings import loader
-from datasette_embeddings.sqlite_conn import connect
+from datasette_embeddings.files import loader
+from datasette_embeddings.storage.connection import connect
 from tests.helpers import dump_database, file_hashes, make_records, write_parquet
 
 DIMS = 8

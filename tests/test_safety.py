@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from datasette_embeddings.page_hooks import render_cell
-from datasette_embeddings.safe_urls import safe_http_url
+from datasette_embeddings.web.page_hooks import render_cell
+from datasette_embeddings.web.safe_urls import safe_http_url
 from tests.gallery_fixtures import (  # noqa: F401
     DATA_PREVIEW, EVIL_DEPICTION, EVIL_PREVIEW, EVIL_TITLE, FAKE_TEXT_MODEL, IMAGE_MODEL, ds, fetch, museum_db, rid,
 )

@@ -2,14 +2,14 @@
 import numpy as np
 import pytest
 
-from datasette_embeddings import loader
-from datasette_embeddings.similarity import (
+from datasette_embeddings.files import loader
+from datasette_embeddings.search.similarity import (
     NeighbourFilter,
     SimilarityError,
     similar_to_record,
     similar_to_vector,
 )
-from datasette_embeddings.sqlite_conn import connect
+from datasette_embeddings.storage.connection import connect
 from tests.helpers import write_parquet
 
 DIMS = 16

@@ -6,11 +6,14 @@ import pytest
 from datasette.app import Datasette
 from PIL import Image
 
-from datasette_embeddings import embed, loader, models, sql_functions
-from datasette_embeddings.models import EmbeddingConfig
-from datasette_embeddings.sqlite_conn import connect, sqlite3
-from datasette_embeddings.store import Store
-from datasette_embeddings.vectors import from_blob
+from datasette_embeddings.files import harvest as embed
+from datasette_embeddings.files import loader
+from datasette_embeddings.embedding import runtime as models
+from datasette_embeddings.sql import functions as sql_functions
+from datasette_embeddings.embedding.runtime import EmbeddingConfig
+from datasette_embeddings.storage.connection import connect, sqlite3
+from datasette_embeddings.storage.store import Store
+from datasette_embeddings.storage.vectors import from_blob
 from tests.conftest import SHARED_DATA
 from tests.fake_model import FakeCountingModel, registered
 
@@ -243,8 +246,7 @@ async def test_datasette_refuses_to_start_with_bad_config(images_db):
 def test_function_errors_keep_their_message_on_both_drivers(driver):
     import importlib
 
-    from datasette_embeddings import sqlite_udf
-
+    from datasette_embeddings.sql import udf as sqlite_udf
     module = importlib.import_module(driver)
 
     class Subclassed(module.Connection):

@@ -19,7 +19,7 @@ def all_pages(ds, query: str, size: int = 5) -> list[dict]:
 
 
 def db_ids(museum_db, where: str = "1", params=()) -> list[int]:
-    from datasette_embeddings.sqlite_conn import connect
+    from datasette_embeddings.storage.connection import connect
 
     conn = connect(str(museum_db))
     try:
@@ -83,8 +83,8 @@ def test_gallery_html_has_cards_facets_and_next_link(ds):
 
 def test_keyset_pagination_uses_the_indexes(museum_db):
     """Every lane query the gallery issues is answered by one index in id order (no sort, no scan)."""
-    from datasette_embeddings import gallery
-    from datasette_embeddings.sqlite_conn import connect
+    from datasette_embeddings.web import gallery
+    from datasette_embeddings.storage.connection import connect
 
     conn = connect(str(museum_db))
     try:

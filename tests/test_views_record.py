@@ -4,14 +4,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datasette_embeddings.similarity import MAX_K
+from datasette_embeddings.search.similarity import MAX_K
 from tests.gallery_fixtures import FAKE_TEXT_MODEL, IMAGE_MODEL, ds, fetch, museum_db, rid  # noqa: F401
 
 
 def brute_force(museum_db, record_id: int, where: str = "1", params=()) -> list[tuple[int, float]]:
     """Cosine similarities by NumPy over every candidate, for comparison with the vec0 KNN."""
-    from datasette_embeddings.sqlite_conn import connect
-    from datasette_embeddings.store import Store
+    from datasette_embeddings.storage.connection import connect
+    from datasette_embeddings.storage.store import Store
 
     conn = connect(str(museum_db))
     try:

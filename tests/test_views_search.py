@@ -94,7 +94,7 @@ def test_multipart_without_cookies_is_an_api_call_and_allowed(ds):
 
 
 def test_csrf_skip_is_limited_to_multipart_posts_to_search():
-    from datasette_embeddings.search import skips_asgi_csrf
+    from datasette_embeddings.web.search_page import skips_asgi_csrf
 
     multipart = [(b"content-type", b"multipart/form-data; boundary=x")]
     assert skips_asgi_csrf({"type": "http", "method": "POST", "path": "/db/-/search", "headers": multipart})
@@ -119,8 +119,7 @@ def test_upload_of_an_unaccepted_format_is_415(ds):
 
 
 def test_upload_over_the_size_limit_is_413(ds, monkeypatch):
-    from datasette_embeddings import search
-
+    from datasette_embeddings.web import search_page as search
     monkeypatch.setattr(search, "MAX_UPLOAD_BYTES", 1024 * 1024)
     big = b"\xff\xd8" + b"0" * (1024 * 1024 + 200 * 1024)
     r = fetch(ds, "/museum/-/search.json", "post", content=big, headers={"content-type": "image/jpeg"})

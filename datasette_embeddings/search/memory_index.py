@@ -43,12 +43,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from . import sqlite_udf
-from .vectors import VectorError, parse_vector
+from ..sql import udf as sqlite_udf
+from ..storage.vectors import VectorError, parse_vector
 
 if TYPE_CHECKING:  # pragma: no cover
     from .similarity import NeighbourFilter
-    from .store import ModelInfo, Store
+    from ..storage.store import ModelInfo, Store
 
 PLUGIN_NAME = "datasette-embeddings"
 
@@ -417,7 +417,7 @@ def warm(conn) -> list[str]:
     another index (warmed earlier, or built by a query) out of the budget, so the
     warm-up cannot undo the least-recently-used order that queries set.
     """
-    from .store import Store
+    from ..storage.store import Store
 
     if not (settings.enabled and settings.warm):
         return []
@@ -549,7 +549,7 @@ def register_sql_functions(conn) -> None:
     Store per call, ``near_duplicates`` (a materialised subquery calling the function
     per record) was aborted by SQLite after a few hundred calls: "abort due to ROLLBACK".
     """
-    from .store import Store
+    from ..storage.store import Store
 
     store = Store(conn)
     sqlite_udf.create_function(conn, "embeddings_nearest", 3, lambda m, q, k: _nearest_json(store, m, q, k))

@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import fast_index
-from .store import ModelInfo, Store
+from . import memory_index as fast_index
+from ..storage.store import ModelInfo, Store
 
 MAX_STORED_K = 1000
 

@@ -36,7 +36,8 @@ def file_databases(datasette) -> list[tuple[str, bool]]:
 
 def warm_database(path: str, immutable: bool = False) -> list[str]:
     """Build the indexes of one database file on a connection of our own; the model labels warmed."""
-    from . import fast_index, sqlite_conn
+    from . import memory_index as fast_index
+    from ..storage import connection as sqlite_conn
 
     conn = sqlite_conn.connect(path, readonly=True, immutable=immutable)
     try:
@@ -66,7 +67,7 @@ def warm_in_background(datasette) -> threading.Thread | None:
     Reads the plugin config itself (``prepare_connection`` also does, but may not
     have run yet), so a bad ``fast_index`` block stops Datasette at startup.
     """
-    from . import fast_index
+    from . import memory_index as fast_index
 
     settings = fast_index.configure(datasette.plugin_config(PLUGIN_NAME) or {})
     if not (settings.enabled and settings.warm):

@@ -5,8 +5,8 @@ import os
 from typing import Sequence
 
 from .parquet_io import ParquetRecordWriter
-from .sqlite_conn import connect
-from .store import Store
+from ..storage.connection import connect
+from ..storage.store import Store
 
 
 class ExportError(Exception):

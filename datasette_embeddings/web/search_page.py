@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 
 from .gallery import FacetCounts, GalleryError, check_filter, neighbour_cards
-from .similarity import NeighbourFilter, SimilarityError, check_k, similar_to_vector
-from .store import ModelInfo
+from ..search.similarity import NeighbourFilter, SimilarityError, check_k, similar_to_vector
+from ..storage.store import ModelInfo
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 ACCEPTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
@@ -32,7 +32,7 @@ class SearchError(GalleryError):
 
 def embedding_backend():
     """The query-time embedding module (``models.py``): the single place to rewire."""
-    from . import models
+    from ..embedding import runtime as models
 
     return models
 

@@ -22,8 +22,8 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from .parquet_io import RecordBatch, RecordError, read_batches
-from .sqlite_conn import connect
-from .store import Store, UpsertCounts
+from ..storage.connection import connect
+from ..storage.store import Store, UpsertCounts
 
 URL_TIMEOUT = 60
 

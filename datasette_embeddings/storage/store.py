@@ -15,7 +15,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from . import schema
-from .parquet_io import RecordError
+from ..errors import RecordError
 from .vectors import from_blob
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import models, sqlite_udf
-from .models import EmbeddingConfig, EmbeddingError
-from .vectors import VectorError, cosine_similarity, parse_vector, to_blob
+from ..embedding import runtime as models
+from . import udf as sqlite_udf
+from ..embedding.runtime import EmbeddingConfig, EmbeddingError
+from ..storage.vectors import VectorError, cosine_similarity, parse_vector, to_blob
 
 
 def _stored_model(conn, label: str) -> tuple[bool, str | None]:

@@ -14,9 +14,9 @@ from urllib.parse import urlencode
 from datasette.utils import add_cors_headers
 from datasette.utils.asgi import Forbidden, Response
 
-from . import gallery, search
-from .similarity import MAX_K, SimilarityError
-from .store import Store
+from . import gallery, search_page as search
+from ..search.similarity import MAX_K, SimilarityError
+from ..storage.store import Store
 
 DEFAULT_K = 20
 TRUE_VALUES = {"1", "true", "on", "yes"}

@@ -15,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from . import fast_index, neighbors
-from .store import ModelInfo, Store, record_from_row
+from . import memory_index as fast_index, neighbours as neighbors
+from ..storage.store import ModelInfo, Store, record_from_row
 
 MAX_K = 1000  # vec0 allows 4096; pages and the API are capped lower
 

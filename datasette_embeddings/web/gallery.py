@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from .safe_urls import safe_http_url
-from .similarity import Neighbour, NeighbourFilter, similar_to_record
-from .store import Store, record_from_row
+from ..search.similarity import Neighbour, NeighbourFilter, similar_to_record
+from ..storage.store import Store, record_from_row
 
 DEFAULT_PAGE_SIZE = 48
 MAX_PAGE_SIZE = 200

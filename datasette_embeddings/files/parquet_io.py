@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import RecordError
+
 REQUIRED_COLUMNS = ("provider", "depiction_id", "subject_id", "model", "embeddings", "created", "attributes")
 STRING_COLUMNS = ("provider", "depiction_id", "subject_id", "model")
 #: ids may be numbers in files written from numeric catalogues; they are stored as text
@@ -38,30 +40,6 @@ CANONICAL_SCHEMA = pa.schema(
         pa.field("attributes", pa.map_(pa.string(), pa.string()), nullable=False),
     ]
 )
-
-
-class RecordError(ValueError):
-    """A problem with the input, located as precisely as we can."""
-
-    def __init__(self, message: str, *, source: str | None = None, row: int | None = None, field: str | None = None):
-        self.message = message
-        self.source = source
-        self.row = row
-        self.field = field
-        super().__init__(self.describe())
-
-    def describe(self) -> str:
-        where = []
-        if self.source:
-            where.append(str(self.source))
-        if self.row is not None:
-            where.append(f"row {self.row}")
-        if self.field:
-            where.append(f"field '{self.field}'")
-        return (": ".join([", ".join(where), self.message])) if where else self.message
-
-    def located(self, source: str) -> "RecordError":
-        return RecordError(self.message, source=self.source or source, row=self.row, field=self.field)
 
 
 #: the stored form of attributes: compact, key-sorted JSON, so identical maps compare equal as text

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from . import neighbors
-from .store import ModelInfo, Store
+from ..search import neighbours as neighbors
+from ..storage.store import ModelInfo, Store
 
 RECORD_COLUMNS = "r.id, r.provider, r.depiction_id, r.subject_id, r.model, r.attributes"
 

@@ -1,0 +1,58 @@
+"""Domain errors: what went wrong, in words for the person who asked, with no HTTP status.
+
+Every layer below the web raises one of these; ``web/http_errors.py`` turns them into
+Datasette's own exceptions once, and the CLI prints their message and exits 1.
+Keeping the status out of the data layer means the same error reads the same in a
+terminal, a JSON response and an HTML page.
+"""
+from __future__ import annotations
+
+
+class EmbeddingsError(ValueError):
+    """Base class: the message is meant for the person who asked."""
+
+
+class NotFoundError(EmbeddingsError):
+    """The request names something the database does not hold (a record, a model)."""
+
+
+class InvalidRequestError(EmbeddingsError):
+    """A parameter is malformed or out of range; the message names it."""
+
+
+class TooLargeError(EmbeddingsError):
+    """An upload or a request body is over a configured limit."""
+
+
+class UnsupportedMediaError(EmbeddingsError):
+    """An upload is not an image format the models accept."""
+
+
+class ConfigError(EmbeddingsError):
+    """The plugin configuration is wrong; the message names the key."""
+
+
+class RecordError(ValueError):
+    """A problem with the input, located as precisely as we can."""
+
+    def __init__(self, message: str, *, source: str | None = None, row: int | None = None, field: str | None = None):
+        self.message = message
+        self.source = source
+        self.row = row
+        self.field = field
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        where = []
+        if self.source:
+            where.append(str(self.source))
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.field:
+            where.append(f"field '{self.field}'")
+        return (": ".join([", ".join(where), self.message])) if where else self.message
+
+    def located(self, source: str) -> "RecordError":
+        return RecordError(self.message, source=self.source or source, row=self.row, field=self.field)
+
+
