@@ -144,6 +144,36 @@ def neighbors(db: str, models: tuple[str, ...], k: int) -> None:
         conn.close()
 
 
+@cli.command(name="map")
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "models", multiple=True, help="Only this model label (repeatable); default all models")
+@click.option("--method", type=click.Choice(["pca", "umap"]), default="pca", show_default=True,
+              help="2D layout: PCA (NumPy) or UMAP (the umap extra)")
+@click.option("--clusters", "n_clusters", type=int, default=None,
+              help="k-means clusters per model [default: about sqrt(records / 2), 2 to 100]")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed for k-means, UMAP and sampling")
+def map_command(db: str, models: tuple[str, ...], method: str, n_clusters: int | None, seed: int) -> None:
+    """Lay out every record of each model in 2D, cluster it, and store both in DB.
+
+    Pages /<db>/-/map and /<db>/-/clusters serve what this stores, until a
+    later `load` makes it stale. Also stores each model's similarity distribution.
+
+        datasette-embeddings map collection.db --model apple/mobileclip_s0 --clusters 40
+    """
+    from .errors import EmbeddingsError
+    from .search import maps
+    from .storage.connection import connect
+
+    conn = connect(db)
+    try:
+        maps.build(conn, models, method=method, n_clusters=n_clusters, seed=seed,
+                   progress=lambda line: click.echo(line, err=True))
+    except EmbeddingsError as ex:
+        raise click.ClickException(f"{db}: {ex}")
+    finally:
+        conn.close()
+
+
 @cli.command()
 @click.argument("source", type=click.Path(exists=True))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write")

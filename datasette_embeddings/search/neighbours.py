@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import memory_index as fast_index
+from . import distribution, memory_index as fast_index
 from ..storage.store import ModelInfo, Store
 
 MAX_STORED_K = 1000
@@ -122,6 +122,8 @@ def build(conn, models: Sequence[str] = (), k: int = 10, progress: Callable[[str
                 "insert or replace into neighbors_models (model, k, data_version, built, seconds) values (?, ?, ?, ?, ?)",
                 [model.label, k, json.dumps(token), int(time.time()), round(time.perf_counter() - started, 3)],
             )
+            if conn.execute("select 1 from sqlite_master where name = 'similarity_distributions'").fetchone():
+                distribution.store(conn, model.label, json.dumps(token), index.matrix)
             conn.execute("commit")
         except BaseException:
             conn.execute("rollback")

@@ -53,6 +53,70 @@ def m002_model_version(db: Database) -> None:
     db.execute("alter table models add column version integer not null default 0")
 
 
+@migrations()
+def m003_maps_and_clusters(db: Database) -> None:
+    # filled by `datasette-embeddings map`; data_version is the model's token when the
+    # layout was computed, so pages can tell a later `load` made it stale
+    db.execute(
+        """
+        create table projections (
+            model text primary key,
+            method text not null,
+            data_version text not null,
+            record_count integer not null,
+            cluster_count integer not null,
+            x_min real not null, x_max real not null,
+            y_min real not null, y_max real not null,
+            built integer not null,
+            seconds real not null
+        )
+        """
+    )
+    db.execute(
+        """
+        create table projection_points (
+            model text not null,
+            record_id integer not null,
+            x real not null,
+            y real not null,
+            cluster integer,
+            primary key (model, record_id)
+        ) without rowid
+        """
+    )
+    db.execute("create index projection_points_cluster on projection_points (model, cluster, record_id)")
+    db.execute(
+        """
+        create table clusters (
+            model text not null,
+            cluster integer not null,
+            size integer not null,
+            label text not null,
+            words text not null default '[]',
+            providers text not null default '{}',
+            provider_count integer not null,
+            provider_diversity real not null,
+            centroid blob not null,
+            x real,
+            y real,
+            primary key (model, cluster)
+        ) without rowid
+        """
+    )
+    # sampled cosine similarities of random pairs, as quantiles: where does a score fall?
+    db.execute(
+        """
+        create table similarity_distributions (
+            model text primary key,
+            data_version text not null,
+            pairs integer not null,
+            quantiles text not null,
+            built integer not null
+        )
+        """
+    )
+
+
 def pending(db: Database) -> list[str]:
     return [m.name for m in migrations.pending(db)]
 
