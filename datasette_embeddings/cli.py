@@ -50,6 +50,7 @@ def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool) -> Non
 
     Each file loads in one transaction. Records are keyed on
     (provider, depiction_id, model): a newer row replaces the stored one.
+    A second load of the same DB waits until the first has finished.
 
         datasette-embeddings load collection.db embeddings/ https://example.org/more.parquet
     """
@@ -65,8 +66,13 @@ def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool) -> Non
                 + (f"; ignored columns: {', '.join(report.ignored_columns)}" if report.ignored_columns else "")
             )
 
+    def waiting(pid: str) -> None:
+        # said even with --quiet: a command that seems to hang must say why
+        holder = f" (pid {pid})" if pid.isdigit() else ""
+        click.echo(f"{db}: another load of this database{holder} is running; waiting for it to finish", err=True)
+
     try:
-        report = loader.load(db, sources, batch_size=batch_size, progress=progress, on_file_done=file_done)
+        report = loader.load(db, sources, batch_size=batch_size, progress=progress, on_file_done=file_done, on_wait=waiting)
     except loader.LoadError as ex:
         progress.done()
         raise click.ClickException(str(ex))

@@ -167,3 +167,162 @@ def test_sigkill_during_a_new_databases_first_file_leaves_it_empty_and_a_rerun_c
     assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
     assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+# ------------------------------------------------------------------ two loads on one database
+
+
+@pytest.fixture
+def held_url():
+    """A loopback HTTP server whose one URL answers junk only once ``release`` is set."""
+    import http.server
+
+    arrived = threading.Event()
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            arrived.set()
+            release.wait(timeout=120)
+            body = b"<html>this is not parquet</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/slow.parquet", arrived, release
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_failing_first_load_never_deletes_what_another_load_committed(tmp_path, held_url):
+    """Load B (slow URL, then junk) into a new path; load A of a good file starts meanwhile."""
+    url, arrived, release = held_url
+    good = tmp_path / "good.parquet"
+    write_parquet(good, make_records(n=50, providers=("a",), models={"m": 8}))
+    db = tmp_path / "shared.db"
+    load_b = subprocess.Popen([CLI_BIN, "load", str(db), url, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    load_a = None
+    try:
+        assert arrived.wait(timeout=60), "load B never asked for its URL"
+        load_a = subprocess.Popen([CLI_BIN, "load", str(db), str(good), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A either finishes (two loads overlapping) or says it waits for B: then B gets its junk
+        waited = load_a.stderr.readline()
+        release.set()
+        b_out, b_err = load_b.communicate(timeout=60)
+        a_out, a_err = load_a.communicate(timeout=60)
+    finally:
+        for proc in (load_b, load_a):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert load_b.returncode == 1 and url in b_err and "Traceback" not in b_err
+    assert load_a.returncode == 0, waited + a_err
+    assert db.exists(), "load B's cleanup deleted the database load A committed"
+    assert counts_per_provider(db) == {"a": 50}
+    assert "another load of this database" in waited and "waiting" in waited
+    # the lock file is gone with the run
+    assert not Path(str(db) + ".write-lock").exists()
+
+
+def test_a_second_load_waits_for_the_first_and_both_land(tmp_path, big_files):
+    db = tmp_path / "both.db"
+    first = subprocess.Popen([CLI_BIN, "load", str(db), str(big_files[0]), "--quiet", "--batch-size", "1000"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not Path(str(db) + ".write-lock").exists() and time.time() < deadline:
+            time.sleep(0.002)
+        second = subprocess.run([CLI_BIN, "load", str(db), str(big_files[1]), "--quiet"], capture_output=True, text=True, timeout=300)
+    finally:
+        first.wait(timeout=300)
+    assert first.returncode == 0, first.stderr.read()
+    assert second.returncode == 0, second.stderr
+    assert counts_per_provider(db) == {"p0": ROWS, "p1": ROWS}
+
+
+# ------------------------------------------------------------------ a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 3 MB tmpfs, so writes fail with ENOSPC; needs root and mount (skipped otherwise)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture(scope="module")
+def too_big(tmp_path_factory) -> Path:
+    """5,000 x 256 float32: 5 MB of vectors, more than the small disk holds."""
+    path = tmp_path_factory.mktemp("too-big") / "too-big.parquet"
+    write_synthetic(path, 5_000, DIMS, provider="big", model="m256", seed=3, row_group_size=1_000)
+    return path
+
+
+def test_disk_full_during_a_first_load_leaves_nothing(small_disk, too_big):
+    db = small_disk / "new.db"
+    proc = subprocess.run([CLI_BIN, "load", str(db), str(too_big), "--batch-size", "500"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"Error: {too_big}: not loaded, the disk is full"), proc.stderr
+    assert os.listdir(small_disk) == []
+
+
+def test_disk_full_during_a_load_into_an_existing_database_keeps_it(small_disk, too_big, tmp_path):
+    db = small_disk / "kept.db"
+    seed = tmp_path / "seed.parquet"
+    write_parquet(seed, make_records(n=20, providers=("seed",), models={"m256": DIMS}))
+    assert subprocess.run([CLI_BIN, "load", str(db), str(seed), "--quiet"], capture_output=True, timeout=120).returncode == 0
+    proc = subprocess.run([CLI_BIN, "load", str(db), str(too_big), "--batch-size", "500"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "the disk is full" in proc.stderr and "the database is as it was" in proc.stderr, proc.stderr
+    assert counts_per_provider(db) == {"seed": 20}
+    conn = sqlite3.connect(db)
+    assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-database", "existing-database"])
+def test_sqlite_full_is_a_clear_error_on_any_filesystem(tmp_path, monkeypatch, too_big, existing):
+    """SQLITE_FULL through ``max_page_count``, for machines where a small disk cannot be mounted."""
+    from click.testing import CliRunner
+
+    from datasette_embeddings.cli import cli
+
+    db = tmp_path / "capped.db"
+    if existing:
+        seed = tmp_path / "seed.parquet"
+        write_parquet(seed, make_records(n=20, providers=("seed",), models={"m256": DIMS}))
+        loader.load(str(db), [str(seed)])
+    tune = loader.tune_for_loading
+
+    def capped(conn) -> None:
+        tune(conn)
+        conn.execute("pragma max_page_count = 40")  # 40 pages of 16 KiB: 640 KB
+
+    monkeypatch.setattr(loader, "tune_for_loading", capped)
+    result = CliRunner().invoke(cli, ["load", str(db), str(too_big), "--batch-size", "500"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and result.exception.__class__.__name__ == "SystemExit"
+    assert "the disk is full" in result.output, result.output
+    if existing:
+        assert counts_per_provider(db) == {"seed": 20}
+    else:
+        assert not any(p.name.startswith("capped.db") for p in tmp_path.iterdir())

@@ -6,6 +6,7 @@ loaded, so re-running after a failure only has to redo the failed file.
 """
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import shutil
@@ -22,8 +23,9 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from .parquet_io import RecordBatch, RecordError, read_batches
-from ..storage.connection import connect
+from ..storage.connection import connect, sqlite3
 from ..storage.store import Store, UpsertCounts
+from ..storage.write_lock import WriteLockError, exclusive_writer
 
 URL_TIMEOUT = 60
 
@@ -141,6 +143,19 @@ def tune_for_loading(conn) -> None:
     conn.execute("pragma synchronous = normal")
 
 
+def check_target(db_path: str) -> None:
+    """Refuse, before anything is created, a database path that cannot be written."""
+    directory = os.path.dirname(os.path.abspath(db_path))
+    if not os.path.isdir(directory):
+        raise LoadError(f"{db_path}: directory {directory} does not exist")
+    if os.path.isdir(db_path):
+        raise LoadError(f"{db_path}: is a directory, not a database file")
+    if os.path.exists(db_path) and not os.access(db_path, os.W_OK):
+        raise LoadError(f"{db_path}: database is not writable")
+    if not os.path.exists(db_path) and not os.access(directory, os.W_OK):
+        raise LoadError(f"{db_path}: cannot create the database, directory {directory} is not writable")
+
+
 def open_store(db_path: str) -> Store:
     """Open (creating if needed) a database for writing and bring its schema up to date.
 
@@ -151,14 +166,9 @@ def open_store(db_path: str) -> Store:
     second copy of every vector was a third of the time.  Nobody can be reading
     a database that did not exist, so WAL's concurrent readers are not missed.
     """
-    directory = os.path.dirname(os.path.abspath(db_path))
-    if not os.path.isdir(directory):
-        raise LoadError(f"{db_path}: directory {directory} does not exist")
-    if os.path.exists(db_path) and not os.access(db_path, os.W_OK):
-        raise LoadError(f"{db_path}: database is not writable")
-    if not os.path.exists(db_path) and not os.access(directory, os.W_OK):
-        raise LoadError(f"{db_path}: cannot create the database, directory {directory} is not writable")
+    check_target(db_path)
     new = not os.path.exists(db_path)
+    conn = None
     try:
         conn = connect(db_path)
         tune_for_loading(conn)
@@ -171,11 +181,70 @@ def open_store(db_path: str) -> Store:
             raise LoadError(f"{db_path}: is a SQLite database but not a datasette-embeddings one (no records table)")
         else:
             store.migrate()
-    except LoadError:
-        raise
-    except Exception as ex:
+    except BaseException as ex:
+        if conn is not None:
+            _rollback_quietly(conn)
+            conn.close()
+        if isinstance(ex, (LoadError, KeyboardInterrupt, SystemExit)):
+            raise
+        if is_disk_full(ex):
+            raise LoadError(f"{db_path}: cannot prepare the database: {DISK_FULL}") from None
         raise LoadError(f"{db_path}: cannot open database ({ex})") from None
     return store
+
+
+#: how a full disk is reported, whichever layer noticed it
+DISK_FULL = "the disk is full (no space left on the device); nothing was written"
+
+
+def is_disk_full(ex: BaseException) -> bool:
+    """SQLite's SQLITE_FULL (it maps ENOSPC to it) or an ENOSPC from our own writes."""
+    if isinstance(ex, OSError) and ex.errno == errno.ENOSPC:
+        return True
+    code = getattr(ex, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == 13  # SQLITE_FULL
+    return "database or disk is full" in str(ex)
+
+
+#: free bytes under which an SQLite error while writing is taken for a full disk
+LOW_SPACE_BYTES = 1 << 20
+
+
+def out_of_space(conn) -> bool:
+    """Whether the database has no room left: its filesystem, or its ``max_page_count``.
+
+    sqlite-vec reports a failed chunk write as its own "Internal sqlite-vec
+    error", losing SQLite's SQLITE_FULL; this looks at the cause instead.  Called
+    before the rollback, while the transaction's pages still count.
+    """
+    try:
+        pages = conn.execute("pragma page_count").fetchone()[0]
+        cap = conn.execute("pragma max_page_count").fetchone()[0]
+        page_size = conn.execute("pragma page_size").fetchone()[0]
+        if pages * page_size + LOW_SPACE_BYTES >= cap * page_size:
+            return True
+        path = conn.execute("pragma database_list").fetchone()[2]
+        if path:
+            st = os.statvfs(os.path.dirname(path))
+            return st.f_bavail * st.f_frsize < LOW_SPACE_BYTES
+    except Exception:
+        pass
+    return False
+
+
+def _rollback_quietly(conn) -> None:
+    """Roll back if a transaction is open.
+
+    SQLite has already rolled back by itself after some errors (SQLITE_FULL among
+    them); a second rollback would raise "no transaction is active" and hide the
+    real error.
+    """
+    try:
+        if conn.in_transaction:
+            conn.execute("rollback")
+    except Exception:
+        pass
 
 
 def finish_store(store: Store) -> None:
@@ -317,7 +386,10 @@ def load_file(store: Store, source: str, *, batch_size: int = 4096, progress: Pr
             store.refresh_counts(sorted(touched))
             conn.execute("commit")
         except BaseException as ex:
-            conn.execute("rollback")
+            full = is_disk_full(ex) or (isinstance(ex, sqlite3.Error) and out_of_space(conn))
+            _rollback_quietly(conn)
+            if full:
+                raise LoadError(f"{source}: not loaded, {DISK_FULL} (the database is as it was)") from None
             if isinstance(ex, RecordError):
                 # name what the user gave (the URL), not the temporary download
                 named = RecordError(ex.message, source=source, row=ex.row, field=ex.field)
@@ -336,32 +408,56 @@ def load(
     batch_size: int = 4096,
     progress: ProgressCallback | None = None,
     on_file_done: Callable[[FileReport], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> LoadReport:
-    """Load every source in order; stop at the first failing file (earlier ones stay loaded)."""
+    """Load every source in order; stop at the first failing file (earlier ones stay loaded).
+
+    The run holds the database's write lock from start to end (another ``load``
+    of the same path waits; ``on_wait`` is told the holder's pid), so a failed
+    first load may remove the database it created: nobody else wrote into it.
+    """
     files = expand_sources(sources)
-    existed = os.path.exists(db_path)
-    store = open_store(db_path)
-    report = LoadReport()
+    check_target(db_path)
     try:
+        with exclusive_writer(db_path, on_wait=on_wait):
+            return _load_locked(db_path, files, batch_size=batch_size, progress=progress, on_file_done=on_file_done)
+    except WriteLockError as ex:  # only the lock's own creation raises it
+        raise LoadError(f"{db_path}: {ex.strerror}") from None
+
+
+def _load_locked(db_path: str, files: list[str], *, batch_size: int, progress, on_file_done) -> LoadReport:
+    created = not os.path.exists(db_path)
+    report = LoadReport()
+    store = None
+    try:
+        store = open_store(db_path)
         for source in files:
             file_report = load_file(store, source, batch_size=batch_size, progress=progress)
             report.files.append(file_report)
             if on_file_done:
                 on_file_done(file_report)
-    except LoadError:
-        if not existed and not report.files:
-            # nothing landed in a database this run created: leave no file behind
-            store.conn.close()
-            for suffix in ("", "-journal", "-wal", "-shm"):
-                try:
-                    os.unlink(db_path + suffix)
-                except OSError:
-                    pass
+    except BaseException:
+        if created and not report.files:
+            # nothing landed in a database this run created, under its lock: leave no file behind
+            if store is not None:
+                store.conn.close()
+                store = None
+            remove_database(db_path)
         raise
     finally:
-        try:
-            finish_store(store)
-            store.conn.close()
-        except Exception:
-            pass
+        if store is not None:
+            try:
+                finish_store(store)
+                store.conn.close()
+            except Exception:
+                pass
     return report
+
+
+def remove_database(db_path: str) -> None:
+    """Delete a database and SQLite's files beside it."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        try:
+            os.unlink(db_path + suffix)
+        except OSError:
+            pass
