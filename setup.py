@@ -38,6 +38,8 @@ setup(
         "pillow>=10",
         "llm>=0.13",
         "click>=8",
+        # bounded BLAS threads on the server's query paths (fast_index.blas_threads)
+        "threadpoolctl>=3",
         "pysqlite3-binary; sys_platform == 'linux' and platform_machine == 'x86_64'",
     ],
     extras_require={

@@ -24,6 +24,11 @@ def startup(datasette):
     models.warm_in_background(datasette)
     # validates fast_index settings now; builds each model's in-memory index in a thread
     index_warmup.warm_in_background(datasette)
+    # requests side by side, one BLAS thread each (fast_index.blas_threads, default 1)
+    from .search import blas_threads, memory_index as fast_index
+
+    if fast_index.settings.blas_threads > 0:
+        blas_threads.limit(fast_index.settings.blas_threads)
 
 
 @hookimpl

@@ -181,6 +181,78 @@ def map_command(db: str, models: tuple[str, ...], method: str, n_clusters: int |
 
 
 @cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.option("--from", "source", required=True, help="Provider whose records are linked")
+@click.option("--to", "targets", multiple=True, help="Provider to link to (repeatable); default all other providers")
+@click.option("--model", "models", multiple=True, help="Model label (repeatable); several also store their fused ranking")
+@click.option("--k", default=5, show_default=True, type=int, help="Links kept per source record (or subject)")
+@click.option("--threshold", default=0.0, show_default=True, type=float, help="Lowest similarity kept")
+@click.option("--level", type=click.Choice(["depiction", "subject"]), default="depiction", show_default=True,
+              help="Link records as they are, or objects (a subject's depictions as one)")
+@click.option("--comparison", "comparisons", multiple=True,
+              type=click.Choice(["image-image", "text-text", "text-image", "image-text"]),
+              help="Only this comparison type (repeatable); default every type the records hold")
+@click.option("--force", is_flag=True, help="Recompute even when the stored links are current")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary")
+def links(db: str, source: str, targets: tuple[str, ...], models: tuple[str, ...], k: int, threshold: float,
+          level: str, comparisons: tuple[str, ...], force: bool, quiet: bool) -> None:
+    """Compute cross-collection links into the `links` table of DB.
+
+    For every record (or subject) of --from, its k best matches among the records of
+    each --to provider under the same model, exact, by blocked matrix products. A
+    model whose data has not changed since its last run is skipped; a later `load`
+    makes its links stale until this runs again.
+
+        datasette-embeddings links demo.db --from met --to brooklyn --model minilm --k 5 --level subject
+    """
+    from .errors import EmbeddingsError
+    from .search import links as links_module
+    from .storage.connection import connect
+
+    bar = _Bar(enabled=not quiet and sys.stderr.isatty())
+    conn = connect(db)
+    try:
+        summaries = links_module.compute(
+            conn, source, targets, models, k=k, threshold=threshold, level=level, comparisons=comparisons,
+            progress=bar, force=force,
+        )
+    except EmbeddingsError as ex:
+        bar.done()
+        raise click.ClickException(f"{db}: {ex}")
+    finally:
+        conn.close()
+    bar.done()
+    if not quiet:
+        for s in summaries:
+            state = "current, skipped" if s.skipped else f"{s.seconds:.1f}s"
+            click.echo(f"{s.model}  {source} -> {s.target_provider}  {level}: {s.links:,} links ({state})")
+
+
+class _Bar:
+    """A one-line progress bar on stderr (a terminal only)."""
+
+    def __init__(self, enabled: bool, width: int = 30):
+        self.enabled = enabled
+        self.width = width
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (now - self.last < 0.2 and done < total):
+            return
+        self.last = now
+        filled = int(self.width * done / max(total, 1))
+        click.echo(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done:,}/{total:,} records", nl=False, err=True)
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            click.echo(err=True)
+            self.shown = False
+
+
+@cli.command()
 @click.argument("source", type=click.Path(exists=True))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write")
 @click.option("--model", "model_id", default=BUILTIN_IMAGE_MODEL, show_default=True, help="Any llm embedding model id or alias")

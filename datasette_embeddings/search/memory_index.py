@@ -68,6 +68,8 @@ class Settings:
     ann_expansion_search: int = 128
     # how many candidates the approximate index returns per wanted result
     ann_overfetch: int = 2
+    # BLAS threads for the server's matrix products (blas_threads.py); 0 leaves BLAS's own default
+    blas_threads: int = 1
 
 
 settings = Settings()

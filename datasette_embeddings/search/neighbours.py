@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import distribution, memory_index as fast_index
+from .links import top_k_between
 from ..storage.store import ModelInfo, Store
 
 MAX_STORED_K = 1000
@@ -64,16 +65,13 @@ class BuildReport:
 def top_k_blocks(matrix: np.ndarray, k: int, *, block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For every row of a unit-row matrix, the k most similar other rows: ``(rows (n, k), similarities (n, k))``.
 
-    One (block x n) product at a time keeps memory near ``block_rows * n * 4`` bytes.
+    One (block x n) product at a time keeps memory near ``block_rows * n * 4`` bytes
+    (the blocked product of :func:`links.top_k_between`, with each row's own column excluded).
     """
     n = len(matrix)
     k = min(k, max(n - 1, 0))
-    if block_rows is None:
-        block_rows = int(max(16, min(2048, 256e6 / (4 * max(n, 1)))))
-    rows_out = np.empty((n, k), dtype=np.int64)
-    sims_out = np.empty((n, k), dtype=np.float32)
-    if k == 0:
-        return rows_out, sims_out
+    itself = np.arange(n, dtype=np.int64)
+    return top_k_between(matrix, matrix, k, block_rows=block_rows, exclude=np.stack([itself, itself + 1], axis=1))
     for start in range(0, n, block_rows):
         stop = min(start + block_rows, n)
         scores = matrix[start:stop] @ matrix.T

@@ -117,6 +117,57 @@ def m003_maps_and_clusters(db: Database) -> None:
     )
 
 
+@migrations()
+def m004_links(db: Database) -> None:
+    # cross-collection links (search/links.py): each row is one pair of a run; a subject-level
+    # row names the depiction pair (source_id, target_id) that gave the subject pair its score
+    db.execute(
+        """
+        create table links (
+            id integer primary key,
+            model text not null,
+            level text not null,
+            comparison text not null,
+            source_id integer not null,
+            target_id integer not null,
+            source_provider text not null,
+            source_key text not null,
+            target_provider text not null,
+            target_key text not null,
+            similarity real not null,
+            rank integer not null,
+            data_version text not null
+        )
+        """
+    )
+    # the links page: filter by model and level, walk by similarity (or by source) with a keyset
+    db.execute("create index links_similarity on links (similarity desc, id)")
+    db.execute("create index links_model_similarity on links (model, level, similarity desc, id)")
+    db.execute("create index links_source on links (source_provider, source_key, rank, id)")
+    db.execute("create index links_model_source on links (model, level, source_provider, source_key, rank, id)")
+    db.execute("create index links_run on links (model, level, source_provider, target_provider)")
+    # one row per computed (model, from, to, level): what was asked and the data version it saw,
+    # so a later load (a new data version) makes the run, and the pages, say "stale"
+    db.execute(
+        """
+        create table links_runs (
+            model text not null,
+            level text not null,
+            source_provider text not null,
+            target_provider text not null,
+            k integer not null,
+            threshold real not null,
+            comparisons text not null,
+            data_version text not null,
+            links integer not null,
+            computed integer not null,
+            seconds real not null,
+            primary key (model, level, source_provider, target_provider)
+        )
+        """
+    )
+
+
 def pending(db: Database) -> list[str]:
     return [m.name for m in migrations.pending(db)]
 

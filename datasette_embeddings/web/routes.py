@@ -14,7 +14,8 @@ from urllib.parse import urlencode
 from datasette.utils import add_cors_headers
 from datasette.utils.asgi import Forbidden, Response
 
-from . import gallery, search_page as search
+from . import gallery, links_page, search_page as search
+from ..errors import EmbeddingsError, NotFoundError
 from ..search.similarity import MAX_K, SimilarityError
 from ..storage.store import Store
 
@@ -97,6 +98,10 @@ def _handler(template: str) -> Callable:
             except (ViewError, gallery.GalleryError) as ex:
                 return await _error(datasette, request, as_json, str(ex), ex.status)
             except SimilarityError as ex:
+                return await _error(datasette, request, as_json, str(ex), 400)
+            except NotFoundError as ex:
+                return await _error(datasette, request, as_json, str(ex), 404)
+            except EmbeddingsError as ex:
                 return await _error(datasette, request, as_json, str(ex), 400)
             if as_json:
                 return _respond(datasette, Response.json({"ok": True, **data}))
@@ -259,6 +264,87 @@ async def overview_view(datasette, request) -> dict:
     return {"databases": databases}
 
 
+# ---------------------------------------------------------------- links
+def _links_settings(datasette) -> links_page.LinksSettings:
+    return links_page.LinksSettings.from_config(datasette.plugin_config("datasette-embeddings") or {})
+
+
+@_handler("embeddings_links.html")
+async def links_html_or_json(datasette, request) -> dict:
+    db = await _database(datasette, request)
+    q = links_page.parse(request.args)
+    settings = _links_settings(datasette)
+    record_base = _base(datasette, db)
+    data = await db.execute_fn(
+        lambda conn: {
+            **links_page.links_page(conn, q, settings, record_base=record_base, cache_key=db.name),
+            "choices": links_page.choices(conn),
+        }
+    )
+    base = datasette.urls.database(db.name) + "/-/links"
+    here = _params(request, drop=("after",))
+    data["next_url"] = _url(base, here + [("after", data["next"])]) if data["next"] else None
+    data["first_url"] = _url(base, here) if q.after is not None else None
+    data["json_url"] = _url(base + ".json", _params(request))
+    data["csv_url"] = _url(base + ".csv", here)
+    data["query"] = {
+        "from": q.source, "to": list(q.targets), "model": q.model, "level": q.level, "comparison": q.comparison,
+        "min": q.min, "max": q.max, "sort": q.sort, "size": q.size, "k": q.k,
+    }
+    data["database"] = db.name
+    data["links_url"] = base
+    data["gallery_url"] = record_base
+    data["search_url"] = datasette.urls.database(db.name) + "/-/search"
+    return data
+
+
+async def links_view(datasette, request):
+    """``/<db>/-/links`` (HTML), ``.json`` (the same dict) and ``.csv`` (every matching row, streamed)."""
+    if request.url_vars.get("format") == ".csv":
+        return await links_csv(datasette, request)
+    return await links_html_or_json(datasette, request)
+
+
+async def links_csv(datasette, request):
+    import csv
+    import io
+
+    from datasette.utils.asgi import AsgiStream
+
+    try:
+        db = await _database(datasette, request)
+        q = links_page.parse(request.args)
+        settings = _links_settings(datasette)
+        # the first batch runs before the response starts, so a bad request is still a 4xx
+        first = await db.execute_fn(lambda conn: links_page.csv_batch(conn, links_page.with_after(q, None, 1000), settings, db.name))
+    except Forbidden:
+        raise
+    except ViewError as ex:
+        return await _error(datasette, request, True, str(ex), ex.status)
+    except NotFoundError as ex:
+        return await _error(datasette, request, True, str(ex), 404)
+    except EmbeddingsError as ex:
+        return await _error(datasette, request, True, str(ex), 400)
+
+    def encode(rows) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(rows)
+        return buffer.getvalue()
+
+    async def stream(writer) -> None:
+        rows, token = first
+        await writer.write(encode([links_page.CSV_COLUMNS]) + encode(rows))
+        while token is not None:
+            batch_query = links_page.with_after(q, token, 1000)
+            rows, token = await db.execute_fn(lambda conn: links_page.csv_batch(conn, batch_query, settings, db.name))
+            await writer.write(encode(rows))
+
+    headers = {"content-disposition": f'attachment; filename="{db.name}-links.csv"'}
+    if datasette.cors:
+        headers["access-control-allow-origin"] = "*"
+    return AsgiStream(stream, headers=headers, content_type="text/csv; charset=utf-8")
+
+
 def routes() -> list[tuple[str, Callable]]:
     db = r"^/(?P<database>[^/]+)/-/"
     return [
@@ -266,4 +352,5 @@ def routes() -> list[tuple[str, Callable]]:
         (db + r"gallery(?P<format>\.json)?$", gallery_view),
         (db + r"gallery/(?P<record_id>[^/]+?)(?P<format>\.json)?$", record_view),
         (db + r"search(?P<format>\.json)?$", search_view),
+        (db + r"links(?P<format>\.json|\.csv)?$", links_view),
     ]
