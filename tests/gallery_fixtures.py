@@ -1,7 +1,7 @@
 """A small real museum database for the web tests, built from real Parquet.
 
 * ``colour-layout-v1`` (the package's real built-in image model, through llm) embeds
-  the eleven real collection images in ``../shared/data/images``;
+  the six real CC0 collection images in ``tests/data/images``;
 * ``fake-words-8`` is a FAKE llm text embedding model registered for tests only
   (bag of hashed words, 8 dimensions): titles that share words are close, so text
   search has a knowable answer;
@@ -23,7 +23,7 @@ from datasette_embeddings.files import loader
 from datasette_embeddings.embedding import runtime as models
 from tests.helpers import write_parquet
 
-IMAGES = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "images"
+IMAGES = pathlib.Path(__file__).resolve().parent / "data" / "images"
 FAKE_TEXT_MODEL = "fake-words-8"
 IMAGE_MODEL = "colour-layout-v1"
 EVIL_TITLE = "<script>alert('title')</script>Evil"
@@ -155,8 +155,6 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="module")
 def museum_db(tmp_path_factory) -> pathlib.Path:
-    if not IMAGES.exists():
-        pytest.skip("../shared/data/images is not beside the checkout")
     register_fake_model()
     return build_database(tmp_path_factory.mktemp("museum"))
 

@@ -28,8 +28,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not os.path.exists(CHROMIUM) or not IMAGES.exists():
-        pytest.skip("needs /usr/bin/chromium and ../shared/data/images")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs /usr/bin/chromium")
     pytest.importorskip("playwright")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -88,8 +88,8 @@ def test_gallery_record_and_walk(server, page):
     base, db, hostile = server
     page.goto(f"{base}/museum/-/gallery?model=colour-layout-v1")
     cards = page.locator(".emb-card")
-    assert cards.count() == 11
-    assert images_loaded(page, ".emb-card img") == 11  # every real image loaded
+    assert cards.count() == 6
+    assert images_loaded(page, ".emb-card img") == 6  # every real image loaded
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "gallery.png"), full_page=True)
 
@@ -97,7 +97,7 @@ def test_gallery_record_and_walk(server, page):
     page.wait_for_selector(".emb-record-title")
     assert "Portrait of Erasmus" in page.locator("h1.emb-record-title").inner_text()
     similar = page.locator(".emb-grid .emb-card")
-    assert similar.count() == 10
+    assert similar.count() == 5  # every other real image
     titles = similar.locator(".emb-title").all_inner_texts()
     assert titles[:2] == ["Portrait of Erasmus (print; title unverified)"] * 2  # the two other prints
     values = [float(v) for v in page.locator(".emb-sim-value").all_inner_texts()]
@@ -111,7 +111,7 @@ def test_gallery_record_and_walk(server, page):
     href = similar.nth(2).locator("a.emb-thumb").get_attribute("href")
     similar.nth(2).locator("a.emb-thumb").click()
     page.wait_for_url(f"**{href}")
-    assert page.locator(".emb-grid .emb-card").count() == 10
+    assert page.locator(".emb-grid .emb-card").count() == 5
 
     # only other providers: no Rijksmuseum results
     page.goto(f"{base}/museum/-/gallery/{rid(db, 'rijksmuseum', 'RP-P-1906-1485')}")

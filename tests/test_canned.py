@@ -75,10 +75,10 @@ def test_cross_provider_links(ds, vectors):
 
 
 def test_cross_provider_best_match_is_found_even_when_other_providers_are_closer(ds, vectors):
-    """Rijksmuseum's prints are nearest to each other; the link still finds the best *Brooklyn* record."""
-    got = rows(ds, "cross_provider_links", model=IMAGE_MODEL, provider_a="rijksmuseum", provider_b="brooklyn-museum",
+    """Rijksmuseum's prints are nearest to each other; the link still finds the best *Met* record."""
+    got = rows(ds, "cross_provider_links", model=IMAGE_MODEL, provider_a="rijksmuseum", provider_b="the-metropolitan-museum-of-art",
                threshold="-1")
-    assert len(got) == 4 and {r["match_provider"] for r in got} == {"brooklyn-museum"}
+    assert len(got) == 4 and {r["match_provider"] for r in got} == {"the-metropolitan-museum-of-art"}
 
 
 def test_near_duplicates_finds_the_three_prints(ds, vectors):
@@ -99,8 +99,8 @@ def test_near_duplicates_finds_the_three_prints(ds, vectors):
 
 
 def test_text_search_uses_embed_text(ds):
-    got = rows(ds, "text_search", model=FAKE_TEXT_MODEL, q="Seal with Unicorn", k=3)
-    assert got[0]["attributes"] and "Seal with Unicorn" in got[0]["attributes"]
+    got = rows(ds, "text_search", model=FAKE_TEXT_MODEL, q="Portrait of a Woman with a Man at a Casement", k=3)
+    assert got[0]["attributes"] and "Portrait of a Woman with a Man at a Casement" in got[0]["attributes"]
     assert got[0]["similarity"] == pytest.approx(1.0, abs=1e-3) and len(got) == 3
 
 

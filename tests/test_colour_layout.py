@@ -12,12 +12,10 @@ RIJKS_PRINTS = ("RP-P-1906-1485", "RP-P-1906-1486", "RP-P-1906-1487")
 
 @pytest.fixture(scope="module")
 def image_vectors():
-    """The built-in model's vectors for all 11 real images, through the llm registry."""
-    from tests.conftest import SHARED_DATA
+    """The built-in model's vectors for all six real images, through the llm registry."""
+    from tests.conftest import TEST_DATA
 
-    folder = SHARED_DATA / "images"
-    if not folder.exists():
-        pytest.skip("../shared/data is not beside the checkout")
+    folder = TEST_DATA / "images"
     paths = sorted(folder.glob("*.jpg"))
     vectors = np.stack([models.embed_image("colour-layout-v1", p.read_bytes()) for p in paths])
     return [p.stem for p in paths], vectors
@@ -38,12 +36,12 @@ def test_registered_through_llm_entry_point():
 def test_unit_length_float32_of_fixed_size(image_vectors):
     _names, vectors = image_vectors
     assert vectors.dtype == np.float32
-    assert vectors.shape == (11, colour_layout.DIMENSIONS)
+    assert vectors.shape == (6, colour_layout.DIMENSIONS)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
-def test_deterministic(shared_data):
-    data = (shared_data / "images" / "DP159891.jpg").read_bytes()
+def test_deterministic(data_dir):
+    data = (data_dir / "images" / "DP159891.jpg").read_bytes()
     first = llm.get_embedding_model("colour-layout-v1").embed(data)
     second = llm.get_embedding_model("colour-layout-v1").embed(data)  # a fresh model object
     assert first == second
@@ -62,9 +60,9 @@ def test_rijksmuseum_prints_are_each_others_nearest_neighbours(image_vectors):
         assert worst_print - best_other > 0.2
 
 
-def test_a_recompressed_cropped_copy_still_finds_the_prints(image_vectors, shared_data):
+def test_a_recompressed_cropped_copy_still_finds_the_prints(image_vectors, data_dir):
     names, vectors = image_vectors
-    original = Image.open(shared_data / "images" / "RP-P-1906-1486.jpg").convert("RGB")
+    original = Image.open(data_dir / "images" / "RP-P-1906-1486.jpg").convert("RGB")
     w, h = original.size
     copy = original.crop((w // 25, h // 25, w - w // 30, h - h // 30)).resize((w // 2, h // 2))
     out = io.BytesIO()

@@ -17,11 +17,11 @@ RIJKS = ["RP-P-1906-1485.jpg", "RP-P-1906-1486.jpg", "RP-P-1906-1487.jpg"]
 
 
 @pytest.fixture
-def image_folder(tmp_path, shared_data):
+def image_folder(tmp_path, data_dir):
     folder = tmp_path / "photos"
     folder.mkdir()
-    for name in RIJKS + ["4947.jpg"]:
-        shutil.copy(shared_data / "images" / name, folder / name)
+    for name in RIJKS + ["DP159891.jpg"]:
+        shutil.copy(data_dir / "images" / name, folder / name)
     return folder
 
 
@@ -47,17 +47,17 @@ def test_folder_to_parquet_to_load(tmp_path, image_folder):
     (model,) = store.models()
     assert model.label == "colour-layout-v1" and model.record_count == 4
     records = [store.record(i) for i, in conn.execute("select id from records order by depiction_id")]
-    assert [r["depiction_id"] for r in records] == ["4947", "RP-P-1906-1485", "RP-P-1906-1486", "RP-P-1906-1487"]
+    assert [r["depiction_id"] for r in records] == ["DP159891", "RP-P-1906-1485", "RP-P-1906-1486", "RP-P-1906-1487"]
     assert all(r["attributes"] == {"type": "image"} and r["provider"] == "rijks" for r in records)
     # the stored vector is exactly what the model gives for the file
-    expected = models.embed_image("colour-layout-v1", (image_folder / "4947.jpg").read_bytes())
+    expected = models.embed_image("colour-layout-v1", (image_folder / "DP159891.jpg").read_bytes())
     np.testing.assert_allclose(store.vector(records[0]["id"]), expected, rtol=1e-6)
     assert abs(int(conn.execute("select created from records limit 1").fetchone()[0]) - __import__("time").time()) < 600
     conn.close()
 
 
-def test_unreadable_images_are_named_and_skipped(tmp_path, image_folder, shared_data):
-    data = (shared_data / "images" / "SK-C-5.jpg").read_bytes()
+def test_unreadable_images_are_named_and_skipped(tmp_path, image_folder, data_dir):
+    data = (data_dir / "images" / "SK-C-5.jpg").read_bytes()
     (image_folder / "half.jpg").write_bytes(data[: len(data) // 2])
     (image_folder / "notes.png").write_text("not a picture")
     out = tmp_path / "out.parquet"
@@ -65,7 +65,7 @@ def test_unreadable_images_are_named_and_skipped(tmp_path, image_folder, shared_
     assert result.exit_code == 0, result.output
     assert "half.jpg" in result.output and "notes.png is not an image" in result.output
     assert "skipped 2 unreadable image(s)" in result.output
-    assert sorted(r["depiction_id"] for r in rows_of(out)) == ["4947", "RP-P-1906-1485", "RP-P-1906-1486", "RP-P-1906-1487"]
+    assert sorted(r["depiction_id"] for r in rows_of(out)) == ["DP159891", "RP-P-1906-1485", "RP-P-1906-1486", "RP-P-1906-1487"]
 
 
 def test_strict_aborts_nonzero_and_leaves_no_file(tmp_path, image_folder):
@@ -77,12 +77,24 @@ def test_strict_aborts_nonzero_and_leaves_no_file(tmp_path, image_folder):
     assert not out.exists()
 
 
-def test_shared_manifest_csv_with_image_paths(tmp_path, shared_data):
+def test_shared_manifest_csv_with_image_paths(tmp_path, data_dir):
+    # the real manifest, with one depiction_id left empty as some museums' rows are
+    folder = tmp_path / "images"
+    shutil.copytree(data_dir / "images", folder)
+    with open(folder / "manifest.csv", newline="", encoding="utf-8") as fp:
+        manifest = list(csv.DictReader(fp))
+    for row in manifest:
+        if row["local_file"] == "DP259541.jpg":
+            row["depiction_id"] = ""
+    with open(folder / "manifest.csv", "w", newline="", encoding="utf-8") as fp:
+        writer = csv.DictWriter(fp, fieldnames=list(manifest[0]))
+        writer.writeheader()
+        writer.writerows(manifest)
     out = tmp_path / "manifest.parquet"
-    result = run("embed", shared_data / "images" / "manifest.csv", "-o", out, "--created", "1700000000")
+    result = run("embed", folder / "manifest.csv", "-o", out, "--created", "1700000000")
     assert result.exit_code == 0, result.output
     rows = {r["depiction_id"]: r for r in rows_of(out)}
-    assert len(rows) == 11
+    assert len(rows) == 6
     watch = rows["SK-C-5"]
     attributes = dict(watch["attributes"])
     assert watch["provider"] == "Rijksmuseum" and watch["created"] == 1_700_000_000
@@ -93,7 +105,7 @@ def test_shared_manifest_csv_with_image_paths(tmp_path, shared_data):
         "provider_url": "https://www.rijksmuseum.nl",
     }
     # rows with an empty depiction_id fall back to the file name
-    assert rows["cat-pin_object-1762759391"]["subject_id"] == "1762759391"
+    assert rows["DP259541"]["subject_id"] == "37854"
 
 
 @pytest.fixture
@@ -127,15 +139,15 @@ def test_csv_texts_with_sentences(tmp_path, fake_text_model):
     assert all(len(batch) <= 2 and all(isinstance(i, str) for i in batch) for batch in fake_text_model.batches)
 
 
-def test_jsonl_mixed_texts_and_images_batch_separately(tmp_path, shared_data):
+def test_jsonl_mixed_texts_and_images_batch_separately(tmp_path, data_dir):
     from tests.fake_model import FakeCountingModel, registered
 
     both = FakeCountingModel("fake-embed-both-model", text=True, binary=True)
     manifest = tmp_path / "items.jsonl"
     lines = [
-        {"provider": "rijks", "depiction_id": "a", "image": str(shared_data / "images" / "RP-P-1906-1485.jpg")},
+        {"provider": "rijks", "depiction_id": "a", "image": str(data_dir / "images" / "RP-P-1906-1485.jpg")},
         {"provider": "rijks", "depiction_id": "b", "text": "A portrait print of Erasmus."},
-        {"provider": "rijks", "depiction_id": "c", "image": str(shared_data / "images" / "RP-P-1906-1486.jpg"), "created": 5},
+        {"provider": "rijks", "depiction_id": "c", "image": str(data_dir / "images" / "RP-P-1906-1486.jpg"), "created": 5},
     ]
     manifest.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     out = tmp_path / "mixed.parquet"

@@ -86,8 +86,8 @@ def test_byte_limit():
         load_image(data, max_bytes=100, name="photo.png")
 
 
-def test_truncated_image(shared_data):
-    data = (shared_data / "images" / "SK-C-5.jpg").read_bytes()
+def test_truncated_image(data_dir):
+    data = (data_dir / "images" / "SK-C-5.jpg").read_bytes()
     with pytest.raises(ImageError, match="damaged or truncated|cannot be read"):
         load_image(data[: len(data) // 2])
 

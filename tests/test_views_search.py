@@ -30,7 +30,7 @@ def test_text_search_finds_the_record_with_those_words(ds):
     assert data["results"][0]["title"] == "The Night Watch"
     assert data["results"][0]["similarity"] == pytest.approx(1.0, abs=1e-3)
     sims = [c["similarity"] for c in data["results"]]
-    assert sims == sorted(sims, reverse=True) and len(sims) == 14
+    assert sims == sorted(sims, reverse=True) and len(sims) == 9
 
 
 def test_text_search_provider_filter_and_k(ds):
@@ -51,16 +51,17 @@ def test_search_page_offers_text_and_image_with_the_right_models(ds):
 
 
 def test_text_search_html_shows_cards(ds):
-    html = fetch(ds, "/museum/-/search?q=Seal+with+Unicorn").text
-    assert "Seal with Unicorn" in html and 'class="emb-card"' in html and 'class="emb-bar"' in html
+    html = fetch(ds, "/museum/-/search?q=Vilaval+Ragini").text
+    assert "Vilaval Ragini" in html and 'class="emb-card"' in html and 'class="emb-bar"' in html
 
 
 def test_image_upload_with_csrf_token_finds_the_same_image(ds):
     data = (IMAGES / "SK-C-5.jpg").read_bytes()
     r = upload(ds, data, {"k": "3"})
     assert r.status_code == 200, r.text[:500]
-    first = re.search(r'<h3 class="emb-title"><a href="[^"]+">([^<]+)</a>', r.text).group(1)
-    assert first == "The Night Watch"
+    # the hostile copy shares the Night Watch's vector exactly: the two tie for first place
+    first_two = re.findall(r'<h3 class="emb-title"><a href="[^"]+">([^<]+)</a>', r.text)[:2]
+    assert "The Night Watch" in first_two
 
 
 def test_image_upload_png_of_a_print_finds_the_prints(ds):
@@ -90,7 +91,9 @@ def test_upload_with_a_forged_token_is_refused(ds):
 
 def test_multipart_without_cookies_is_an_api_call_and_allowed(ds):
     r = upload(ds, (IMAGES / "SK-C-5.jpg").read_bytes(), {"k": "2"}, token=False, path="/museum/-/search.json")
-    assert r.status_code == 200 and r.json()["results"][0]["depiction_id"] == "SK-C-5"
+    assert r.status_code == 200
+    first_two = r.json()["results"]  # the hostile copy ties with the Night Watch (same vector)
+    assert "SK-C-5" in {c["depiction_id"] for c in first_two} and first_two[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_csrf_skip_is_limited_to_multipart_posts_to_search():
