@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 
@@ -90,8 +91,16 @@ def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool) -> Non
 def export(db: str, output: str, providers: tuple[str, ...], models: tuple[str, ...]) -> None:
     """Export records from DB to Parquet in the canonical layout.
 
+    The file is complete or absent: it gets its name only when finished. The
+    records are one snapshot, even while a load runs.
+
         datasette-embeddings export collection.db -o nga.parquet --provider nga
     """
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt  # so the unfinished file is removed on the way out, as on Ctrl-C
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
     try:
         n = exporter.export(db, output, providers=providers, models=models)
     except exporter.ExportError as ex:

@@ -272,28 +272,50 @@ class Store:
     def iter_records(
         self, *, providers: Sequence[str] = (), models: Sequence[str] = (), batch_size: int = 2000
     ) -> Iterator[dict]:
-        """Every record with its vector, model by model, in id order (for export)."""
+        """Every record with its vector, model by model, in id order (as dicts, for tests and tools)."""
+        for rows in self._rows_with_vectors(providers, models, batch_size, with_id=True):
+            for row in rows:
+                rec = record_from_row(row[:7])
+                rec["embeddings"] = from_blob(bytes(row[7]))
+                yield rec
+
+    def iter_stored_rows(
+        self, *, providers: Sequence[str] = (), models: Sequence[str] = (), batch_size: int = 2000
+    ) -> Iterator[list[tuple]]:
+        """Batches of records in their stored form, model by model in id order (for export).
+
+        A row is ``(provider, depiction_id, subject_id, model, created, attributes_json,
+        vector_blob)``.  One statement per model, read to its end: paging with
+        ``id > ? ... limit ?`` made SQLite join and sort every remaining record of
+        the model again for each page (export time grew with the square of the
+        rows).  ``not indexed`` walks ``records`` in id order, so nothing is sorted,
+        and each vector is fetched from vec0 by its id.  Callers wanting one
+        snapshot across models open a read transaction around the iteration.
+        """
+        yield from self._rows_with_vectors(providers, models, batch_size, with_id=False)
+
+    def _rows_with_vectors(self, providers: Sequence[str], models: Sequence[str], batch_size: int, *, with_id: bool):
         for model in self.models():
             if models and model.label not in models:
                 continue
-            last_id = 0
-            where = ["r.model = ?", "r.id > ?"]
+            where = "r.model = ?"
             if providers:
-                where.append("r.provider in (%s)" % ", ".join("?" for _ in providers))
-            sql = (
-                "select r.id, r.provider, r.depiction_id, r.subject_id, r.model, r.created, r.attributes, v.embedding "
-                f"from records r join {model.vec_table} v on v.id = r.id where {' and '.join(where)} "
-                "order by r.id limit ?"
+                where += " and r.provider in (%s)" % ", ".join("?" for _ in providers)
+            cursor = self.conn.execute(
+                "select " + ("r.id, " if with_id else "")
+                + "r.provider, r.depiction_id, r.subject_id, r.model, r.created, r.attributes, v.embedding "
+                f"from records r not indexed cross join {model.vec_table} v on v.id = r.id "
+                f"where {where} order by r.id",
+                [model.label, *providers],
             )
-            while True:
-                rows = self.conn.execute(sql, [model.label, last_id, *providers, batch_size]).fetchall()
-                if not rows:
-                    break
-                for row in rows:
-                    rec = record_from_row(row[:7])
-                    rec["embeddings"] = from_blob(bytes(row[7]))
-                    yield rec
-                last_id = rows[-1][0]
+            try:
+                while True:
+                    rows = cursor.fetchmany(batch_size)
+                    if not rows:
+                        break
+                    yield rows
+            finally:
+                cursor.close()
 
     def summary(self) -> list[dict]:
         """Counts per provider and model (for ``info`` and the overview page)."""
