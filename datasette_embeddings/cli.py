@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import time
@@ -10,6 +11,32 @@ import click
 
 from .files import exporter, loader
 from .embedding.colour_layout import MODEL_ID as BUILTIN_IMAGE_MODEL
+
+
+#: C0 and C1 control characters and DEL: ESC (0x1b) and CSI (0x9b) start ANSI sequences
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as ``\\xNN``.
+
+    Providers, model labels, column names and file names come from files and
+    databases anyone can write; raw, an escape sequence in one could recolour,
+    retitle or rewrite the user's terminal, and a newline could forge a line.
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def echo(line: str, **kwargs) -> None:
+    """One line of output that may carry data: printed with its control characters escaped."""
+    click.echo(printable(line), **kwargs)
+
+
+class CommandError(click.ClickException):
+    """``Error: ...`` on stderr, exit code 1; the message is escaped like :func:`echo`."""
+
+    def format_message(self) -> str:
+        return printable(self.message)
 
 
 @click.group()
@@ -61,7 +88,7 @@ def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool) -> Non
         progress.done()
         if not quiet:
             c = report.counts
-            click.echo(
+            echo(
                 f"{report.source}: {report.rows:,} rows in {report.seconds:.1f}s "
                 f"({c.inserted:,} new, {c.updated:,} replaced, {c.unchanged:,} unchanged, {c.stale:,} older than stored)"
                 + (f"; ignored columns: {', '.join(report.ignored_columns)}" if report.ignored_columns else "")
@@ -70,17 +97,17 @@ def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool) -> Non
     def waiting(pid: str) -> None:
         # said even with --quiet: a command that seems to hang must say why
         holder = f" (pid {pid})" if pid.isdigit() else ""
-        click.echo(f"{db}: another load of this database{holder} is running; waiting for it to finish", err=True)
+        echo(f"{db}: another load of this database{holder} is running; waiting for it to finish", err=True)
 
     try:
         report = loader.load(db, sources, batch_size=batch_size, progress=progress, on_file_done=file_done, on_wait=waiting)
     except loader.LoadError as ex:
         progress.done()
-        raise click.ClickException(str(ex))
+        raise CommandError(str(ex))
     if not quiet:
-        click.echo("Loaded per provider and model:")
+        echo("Loaded per provider and model:")
         for (provider, model), n in sorted(report.per_provider_model().items()):
-            click.echo(f"  {provider}  {model}  {n:,}")
+            echo(f"  {provider}  {model}  {n:,}")
 
 
 @cli.command()
@@ -104,10 +131,10 @@ def export(db: str, output: str, providers: tuple[str, ...], models: tuple[str, 
     try:
         n = exporter.export(db, output, providers=providers, models=models)
     except exporter.ExportError as ex:
-        raise click.ClickException(str(ex))
+        raise CommandError(str(ex))
     except Exception as ex:
-        raise click.ClickException(f"{db}: {type(ex).__name__}: {ex}")
-    click.echo(f"Wrote {n:,} records to {output}", err=True)
+        raise CommandError(f"{db}: {type(ex).__name__}: {ex}")
+    echo(f"Wrote {n:,} records to {output}", err=True)
 
 
 @cli.command()
@@ -121,17 +148,17 @@ def info(db: str, as_json: bool) -> None:
     try:
         data = exporter.info(db)
     except exporter.ExportError as ex:
-        raise click.ClickException(str(ex))
+        raise CommandError(str(ex))
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"{data['records']:,} records")
-    click.echo("Models:")
+    echo(f"{data['records']:,} records")
+    echo("Models:")
     for m in data["models"]:
-        click.echo(f"  {m['label']}  {m['dimensions']}-d  {m['records']:,} records" + (f"  (llm: {m['llm_model_id']})" if m["llm_model_id"] else ""))
-    click.echo("Providers:")
+        echo(f"  {m['label']}  {m['dimensions']}-d  {m['records']:,} records" + (f"  (llm: {m['llm_model_id']})" if m["llm_model_id"] else ""))
+    echo("Providers:")
     for p in data["providers"]:
-        click.echo(f"  {p['provider']}  {p['model']}  {p['count']:,}")
+        echo(f"  {p['provider']}  {p['model']}  {p['count']:,}")
 
 
 @cli.command()
@@ -152,9 +179,9 @@ def neighbors(db: str, models: tuple[str, ...], k: int) -> None:
 
     conn = connect(db)
     try:
-        neighbors_module.build(conn, models, k, progress=lambda line: click.echo(line, err=True))
+        neighbors_module.build(conn, models, k, progress=lambda line: echo(line, err=True))
     except neighbors_module.NeighborsError as ex:
-        raise click.ClickException(f"{db}: {ex}")
+        raise CommandError(f"{db}: {ex}")
     finally:
         conn.close()
 
@@ -182,9 +209,9 @@ def map_command(db: str, models: tuple[str, ...], method: str, n_clusters: int |
     conn = connect(db)
     try:
         maps.build(conn, models, method=method, n_clusters=n_clusters, seed=seed,
-                   progress=lambda line: click.echo(line, err=True))
+                   progress=lambda line: echo(line, err=True))
     except EmbeddingsError as ex:
-        raise click.ClickException(f"{db}: {ex}")
+        raise CommandError(f"{db}: {ex}")
     finally:
         conn.close()
 
@@ -285,7 +312,7 @@ def embed(source: str, output: str, model_id: str, label: str | None, provider: 
 
     def skipped(name: str, reason: str) -> None:
         progress.done()
-        click.echo(f"skipped {reason}", err=True)
+        echo(f"skipped {reason}", err=True)
 
     try:
         report = embed_module.embed_to_parquet(
@@ -294,10 +321,10 @@ def embed(source: str, output: str, model_id: str, label: str | None, provider: 
         )
     except embed_module.EmbedError as ex:
         progress.done()
-        raise click.ClickException(str(ex))
+        raise CommandError(str(ex))
     progress.done()
     if not quiet:
-        click.echo(
+        echo(
             f"Wrote {report.written:,} records (model {report.label}) to {output}"
             + (f"; skipped {len(report.skipped):,} unreadable image(s)" if report.skipped else ""),
             err=True,

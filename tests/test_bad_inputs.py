@@ -27,7 +27,7 @@ from PIL import Image
 
 from datasette_embeddings.files import loader
 from datasette_embeddings.cli import cli
-from datasette_embeddings.files.parquet_io import CANONICAL_SCHEMA, MAX_DIMENSIONS
+from datasette_embeddings.files.parquet_io import CANONICAL_SCHEMA, MAX_DIMENSIONS, to_arrow
 from tests.helpers import (
     dump_database,
     file_hashes,
@@ -196,6 +196,8 @@ CASES = [
     ("created-null", _write(_table_with_row("created", None)), BAD_ROW, "created", "is empty"),
     ("created-beyond-int64", _write(_table_with_row("created", 2**64 - 1, pa.uint64())), BAD_ROW, "created", "is too large"),
     ("error-in-third-row-group", _late_error_many_row_groups, 250, "embeddings", "NaN or infinite"),
+    ("duplicate-provider-column", _write(to_arrow(records()).append_column("provider", pa.array(["other"] * 6))), None, None,
+     "duplicate column name(s): provider (2 columns)"),
 ]
 
 
@@ -397,6 +399,7 @@ def test_other_sqlite_database_is_left_alone(tmp_path):
 def test_extra_columns_are_ignored_and_reported(tmp_path, db):
     table = pq.read_table(_write_path(tmp_path, records(providers=("extra",))))
     table = table.append_column("notes", pa.array(["n"] * 6)).append_column("score", pa.array([1.0] * 6))
+    table = table.append_column("notes", pa.array(["again"] * 6))  # a repeated extra column is named once
     path = tmp_path / "extra.parquet"
     pq.write_table(table, str(path))
     result = CliRunner().invoke(cli, ["load", str(db), str(path)])

@@ -150,3 +150,46 @@ def test_help_lists_the_commands():
     result = invoke("--help")
     for name in ("load", "export", "info"):
         assert f"  {name} " in result.output
+
+
+# ------------------------------------------------------------------ labels are data, not terminal commands
+
+ESCAPES = {
+    "provider": "\x1b[2J\x1b[31mred-museum\x1b[0m",  # clear screen, red text
+    "model": "clip\x1b]0;owned\x07\x9b1A\nforged line",  # set the window title, C1 CSI, a newline
+}
+
+
+def _no_raw_controls(text: str) -> None:
+    assert not any(ch in text for ch in "\x1b\x07\x9b"), repr(text)
+
+
+def test_control_characters_in_labels_never_reach_the_terminal_raw(tmp_path):
+    path = tmp_path / "escapes.parquet"
+    write_parquet(path, make_records(n=3, providers=(ESCAPES["provider"],), models={ESCAPES["model"]: 4}))
+    db = tmp_path / "e.db"
+    loaded = invoke("load", db, path)
+    assert loaded.exit_code == 0, loaded.output
+    info = invoke("info", db)
+    assert info.exit_code == 0
+    for output in (loaded.output, info.output):
+        _no_raw_controls(output)
+        assert "\\x1b[31mred-museum\\x1b[0m" in output  # shown, visibly escaped
+        assert "clip\\x1b]0;owned\\x07\\x9b1A\\x0aforged line" in output
+        assert not any(line.startswith("forged line") for line in output.splitlines())
+    as_json = invoke("info", db, "--json")
+    _no_raw_controls(as_json.output)
+    assert json.loads(as_json.output)["models"][0]["label"] == ESCAPES["model"]  # JSON keeps the value exact
+
+
+def test_control_characters_in_error_messages_are_escaped(tmp_path):
+    db = tmp_path / "e.db"
+    first = tmp_path / "first.parquet"
+    write_parquet(first, make_records(n=3, providers=("met",), models={ESCAPES["model"]: 4}))
+    assert invoke("load", db, first).exit_code == 0
+    wider = tmp_path / "wider.parquet"
+    write_parquet(wider, make_records(n=3, providers=("met",), models={ESCAPES["model"]: 6}))
+    for result in (invoke("load", db, wider), invoke("export", db, "-o", tmp_path / "o.parquet", "--model", "nope")):
+        assert result.exit_code == 1
+        _no_raw_controls(result.output)
+        assert "clip\\x1b]0;owned" in result.output

@@ -264,3 +264,77 @@ def test_loading_into_an_existing_database_stays_in_wal_for_its_readers(tmp_path
     loader.load(str(db), [src], batch_size=10, progress=lambda n: modes.append(journal_mode(db)))
     assert modes and set(modes) == {"wal"}
     assert {row[0] for row in dump_database(db)} == {"met", "nga"}
+
+
+# ------------------------------------------------------------------ memory bounded by bytes
+
+
+def _write_heavy_attributes(path, rows: int, text_bytes: int) -> None:
+    """``rows`` records of 8-d vectors whose one attribute is ``text_bytes`` of random letters."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from datasette_embeddings.files.parquet_io import CANONICAL_SCHEMA
+
+    rng = np.random.default_rng(rows)
+    with pq.ParquetWriter(str(path), CANONICAL_SCHEMA, compression="zstd") as writer:
+        for start in range(0, rows, 1000):
+            n = min(1000, rows - start)
+            text = rng.integers(97, 123, size=n * text_bytes, dtype=np.uint8).tobytes().decode()
+            ids = [f"d{start + i}" for i in range(n)]
+            vectors = rng.standard_normal((n, DIMS)).astype(np.float32)
+            writer.write_table(pa.Table.from_arrays([
+                pa.array(["heavy"] * n), pa.array(ids), pa.array(ids), pa.array(["m"] * n),
+                pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * DIMS, DIMS, dtype=np.int32)), pa.array(vectors.ravel()),
+                                         type=CANONICAL_SCHEMA.field("embeddings").type),
+                pa.array([1_700_000_000] * n, pa.int64()),
+                pa.array([[("description", text[i * text_bytes:(i + 1) * text_bytes])] for i in range(n)],
+                         CANONICAL_SCHEMA.field("attributes").type),
+            ], schema=CANONICAL_SCHEMA))
+
+
+def _peak_rss_mb_of_load(db, source) -> float:
+    """Peak RSS of a real ``load`` child process, measured by a wrapper that runs only it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli_bin = str(Path(sys.executable).parent / "datasette-embeddings")
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "code = subprocess.run(sys.argv[1:], capture_output=True).returncode\n"
+        "assert code == 0, code\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", wrapper, cli_bin, "load", str(db), str(source), "--quiet"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout) / 1024
+
+
+def test_load_memory_does_not_grow_with_attribute_bytes(tmp_path):
+    """Batches are bounded by bytes: twice the attribute text must not mean a higher peak.
+
+    With 4,096-row batches only, 100 MB of attributes peaked at 0.9 GB and 200 MB at
+    1.45 GB: every row of these files fit in one batch.
+    """
+    peaks = []
+    for rows in (1_200, 2_400):  # 60 MB and 120 MB of attribute text, 50 KB a row
+        source = tmp_path / f"heavy-{rows}.parquet"
+        _write_heavy_attributes(source, rows, 50_000)
+        peaks.append(_peak_rss_mb_of_load(tmp_path / f"heavy-{rows}.db", source))
+        source.unlink()
+    assert peaks[1] - peaks[0] < 100, peaks
+
+
+def test_a_heavy_file_is_read_in_smaller_batches(tmp_path):
+    from datasette_embeddings.files.parquet_io import BATCH_BYTES, read_batches
+
+    source = tmp_path / "heavy.parquet"
+    _write_heavy_attributes(source, 1_000, 50_000)
+    sizes = [len(b) for b in read_batches(str(source), batch_size=4096)]
+    assert sum(sizes) == 1_000
+    assert max(sizes) <= BATCH_BYTES // 50_000 + 1 and len(sizes) >= 3, sizes
+    light = tmp_path / "light.parquet"
+    write_parquet(light, recs(n=3000))
+    assert [len(b) for b in read_batches(str(light), batch_size=1000)] == [1000, 1000, 1000]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
@@ -82,12 +83,20 @@ def open_parquet(path: str) -> pq.ParquetFile:
     try:
         # pre_buffer keeps every row group read so far in memory until the file is
         # closed (RSS grew by the whole file: 2.3 GB for 1M x 512); off, it stays flat
-        pf = pq.ParquetFile(path, pre_buffer=False)
+        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
     except FileNotFoundError:
         raise RecordError("file not found", source=path) from None
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as ex:
         raise RecordError(f"not a readable Parquet file ({ex})", source=path) from None
-    names = set(pf.schema_arrow.names)
+    counted = Counter(pf.schema_arrow.names)
+    repeated = [c for c in REQUIRED_COLUMNS if counted[c] > 1]
+    if repeated:
+        raise RecordError(
+            "duplicate column name(s): " + ", ".join(f"{c} ({counted[c]} columns)" for c in repeated)
+            + "; each required column must appear once",
+            source=path,
+        )
+    names = set(counted)
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise RecordError(
@@ -100,13 +109,49 @@ def open_parquet(path: str) -> pq.ParquetFile:
     return pf
 
 
+#: uncompressed bytes of the required columns read per batch at most (a row is
+#: never split).  Rows of 512-d vectors with ordinary attributes are about 2.3 KB, so
+#: the default 4,096-row batch is 10 MB; rows carrying long texts are read fewer at a time.
+BATCH_BYTES = 16 << 20
+
+#: read column chunks through a buffer of this size instead of whole: a writer that put
+#: a large file in one row group otherwise has all of it in memory at once
+READ_BUFFER_BYTES = 1 << 20
+
+
+def rows_per_batch(pf: pq.ParquetFile, row_group: int, batch_size: int, batch_bytes: int = BATCH_BYTES) -> int:
+    """How many rows of ``row_group`` to read at a time: ``batch_size``, fewer for heavy rows.
+
+    The row group's own metadata gives its rows' average uncompressed size in the
+    columns we read, so memory is bounded by bytes, not only rows.
+    """
+    meta = pf.metadata.row_group(row_group)
+    if meta.num_rows == 0:
+        return batch_size
+    wanted = set(REQUIRED_COLUMNS)
+    size = 0
+    for i in range(meta.num_columns):
+        column = meta.column(i)
+        if column.path_in_schema.split(".", 1)[0] in wanted:
+            size += column.total_uncompressed_size
+    per_row = max(size / meta.num_rows, 1.0)
+    return max(1, min(batch_size, int(batch_bytes // per_row)))
+
+
+def _arrow_batches(pf: pq.ParquetFile, batch_size: int) -> Iterator[pa.RecordBatch]:
+    for i in range(pf.metadata.num_row_groups):
+        yield from pf.iter_batches(
+            batch_size=rows_per_batch(pf, i, batch_size), row_groups=[i], columns=list(REQUIRED_COLUMNS)
+        )
+
+
 def read_batches(path: str, *, batch_size: int = 4096) -> Iterator[RecordBatch]:
-    """Stream validated batches; memory stays bounded by ``batch_size`` rows."""
+    """Stream validated batches of at most ``batch_size`` rows and, roughly, :data:`BATCH_BYTES`."""
     pf = open_parquet(path)
-    extra = [n for n in pf.schema_arrow.names if n not in REQUIRED_COLUMNS]
+    extra = list(dict.fromkeys(n for n in pf.schema_arrow.names if n not in REQUIRED_COLUMNS))
     row = 0
     try:
-        iterator = pf.iter_batches(batch_size=batch_size, columns=list(REQUIRED_COLUMNS))
+        iterator = _arrow_batches(pf, batch_size)
         while True:
             try:
                 batch = next(iterator)
