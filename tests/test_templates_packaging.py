@@ -59,3 +59,7 @@ def test_wheel_contains_the_templates(wheel):
     assert packaged == OUR_TEMPLATES
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "embeddings = datasette_embeddings" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_wheel_contains_the_map_script(wheel):
+    assert "datasette_embeddings/static/map.js" in zipfile.ZipFile(wheel).namelist()

@@ -141,3 +141,48 @@ def similar_to_record(conn, record_id: int, k: int = 20, flt: NeighbourFilter = 
     if pairs is None:
         pairs = nearest_ids(conn, model, vector, k, flt, exclude_ids=(record_id,))
     return record, with_records(conn, pairs)
+
+
+#: how many records "more like these" (and a map selection) may name at once
+MAX_SELECTION = 500
+
+
+def mean_vector(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """The normalised mean of unit-normalised vectors (each counts the same, whatever its length)."""
+    matrix = np.stack([np.asarray(v, dtype=np.float64) for v in vectors])
+    norms = np.linalg.norm(matrix, axis=1)
+    norms[norms == 0] = 1.0
+    mean = (matrix / norms[:, None]).mean(axis=0)
+    length = np.linalg.norm(mean)
+    if not np.isfinite(length) or length == 0:
+        raise SimilarityError("the records' vectors cancel out (their mean has no direction): choose other records")
+    return (mean / length).astype("<f4")
+
+
+def similar_to_records(
+    conn, record_ids: Sequence[int], k: int = 20, flt: NeighbourFilter = NeighbourFilter()
+) -> tuple[list[dict], list[Neighbour]]:
+    """The records, and the k records most similar to their mean (the records themselves excluded).
+
+    All records must share one model: a mean across models' spaces means nothing.
+    """
+    ids = list(dict.fromkeys(int(i) for i in record_ids))
+    if not ids:
+        raise SimilarityError("name at least one record: ?id=1&id=2...")
+    if len(ids) > MAX_SELECTION:
+        raise SimilarityError(f"at most {MAX_SELECTION} records at once, got {len(ids):,}")
+    check_k(k)
+    store = Store(conn)
+    records = [store.record(i) for i in ids]
+    missing = [str(i) for i, r in zip(ids, records) if r is None]
+    if missing:
+        raise SimilarityError(f"no record with id {', '.join(missing[:10])}")
+    labels = sorted({r["model"] for r in records})
+    if len(labels) > 1:
+        raise SimilarityError(f"the records belong to different models ({', '.join(labels)}): choose records of one model")
+    model = store.model(labels[0])
+    vectors = [store.vector(i) for i in ids]
+    if model is None or any(v is None for v in vectors):
+        raise SimilarityError("a record has no stored vector")
+    pairs = nearest_ids(conn, model, mean_vector(vectors), k, flt, exclude_ids=ids)
+    return records, with_records(conn, pairs)

@@ -14,9 +14,9 @@ from urllib.parse import urlencode
 from datasette.utils import add_cors_headers
 from datasette.utils.asgi import Forbidden, Response
 
-from . import gallery, links_page, search_page as search
-from ..errors import EmbeddingsError, NotFoundError
-from ..search.similarity import MAX_K, SimilarityError
+from . import gallery, links_page, map_page, search_page as search
+from ..errors import EmbeddingsError, NotFoundError, TooLargeError
+from ..search.similarity import MAX_K, NeighbourFilter, SimilarityError
 from ..storage.store import Store
 
 DEFAULT_K = 20
@@ -99,10 +99,8 @@ def _handler(template: str) -> Callable:
                 return await _error(datasette, request, as_json, str(ex), ex.status)
             except SimilarityError as ex:
                 return await _error(datasette, request, as_json, str(ex), 400)
-            except NotFoundError as ex:
-                return await _error(datasette, request, as_json, str(ex), 404)
             except EmbeddingsError as ex:
-                return await _error(datasette, request, as_json, str(ex), 400)
+                return await _error(datasette, request, as_json, str(ex), _status_of(ex))
             if as_json:
                 return _respond(datasette, Response.json({"ok": True, **data}))
             return await _render(datasette, request, template, data)
@@ -110,6 +108,14 @@ def _handler(template: str) -> Callable:
         return view
 
     return decorate
+
+
+def _status_of(ex: EmbeddingsError) -> int:
+    if isinstance(ex, NotFoundError):
+        return 404
+    if isinstance(ex, TooLargeError):
+        return 413
+    return 400
 
 
 def _base(datasette, db) -> str:
@@ -345,11 +351,178 @@ async def links_csv(datasette, request):
     return AsgiStream(stream, headers=headers, content_type="text/csv; charset=utf-8")
 
 
+# ---------------------------------------------------------------- map, clusters, more like these
+def _ids(args) -> list[int]:
+    raw = [v for v in args.getlist("id") if v != ""]
+    ids = []
+    for value in raw:
+        value = value.strip()
+        if not (value.isascii() and value.isdigit() and len(value) <= 18):
+            raise ViewError(f"id must be a whole number, got '{value[:40]}'")
+        ids.append(int(value))
+    if not ids:
+        raise ViewError("name at least one record: ?id=1&id=2 (an empty selection has nothing to compare)")
+    if len(set(ids)) > map_page.MAX_SELECTION:
+        raise ViewError(
+            f"at most {map_page.MAX_SELECTION} records at once, got {len(set(ids)):,}: select fewer", status=413
+        )
+    return ids
+
+
+def _map_urls(datasette, db) -> dict:
+    base = datasette.urls.database(db.name)
+    return {
+        "database": db.name,
+        "gallery_url": base + "/-/gallery",
+        "search_url": base + "/-/search",
+        "map_url": base + "/-/map",
+        "clusters_url": base + "/-/clusters",
+        "similar_url": base + "/-/gallery/similar",
+    }
+
+
+@_handler("embeddings_map.html")
+async def map_view(datasette, request) -> dict:
+    db = await _database(datasette, request)
+    data = await db.execute_fn(lambda conn: map_page.map_page(conn, request.args.get("model") or None))
+    urls = _map_urls(datasette, db)
+    data.update(urls)
+    data["points_url"] = _url(urls["map_url"] + ".json", [("model", data["model"])])
+    data["records_url"] = urls["map_url"] + "/records.json"
+    data["script_url"] = datasette.urls.static_plugins("datasette_embeddings", "map.js")
+    data["json_url"] = data["points_url"]
+    for m in data["models"]:
+        m["url"] = _url(urls["map_url"], [("model", m["label"])])
+    data["clusters_page_url"] = _url(urls["clusters_url"], [("model", data["model"])])
+    return data
+
+
+async def map_json_view(datasette, request) -> Response:
+    """The points as compact arrays; paged with ``after`` (a record id) and ``size``."""
+    try:
+        db = await _database(datasette, request)
+        args = request.args
+        after = int_param(args, "after", 0, 0, 2**63 - 1)
+        size = int_param(args, "size", map_page.DEFAULT_POINTS_PAGE, 1, map_page.MAX_POINTS_PAGE)
+        data = await db.execute_fn(lambda conn: map_page.map_points(conn, args.get("model") or None, after, size))
+    except Forbidden:
+        raise
+    except ViewError as ex:
+        return await _error(datasette, request, True, str(ex), ex.status)
+    except EmbeddingsError as ex:
+        return await _error(datasette, request, True, str(ex), _status_of(ex))
+    path = datasette.urls.database(db.name) + "/-/map.json"
+    data["next_url"] = (
+        _url(path, [("model", data["model"]), ("size", size if size != map_page.DEFAULT_POINTS_PAGE else None),
+                    ("after", data["next_after"])])
+        if data["next_after"] else None
+    )
+    body = map_page.compact_json({"ok": True, **data})
+    return _respond(datasette, Response(body, content_type="application/json; charset=utf-8"))
+
+
+@_handler("embeddings_error.html")
+async def map_records_view(datasette, request) -> dict:
+    db = await _database(datasette, request)
+    ids = _ids(request.args)
+    base = _base(datasette, db)
+    return {"records": await db.execute_fn(lambda conn: map_page.record_cards(conn, ids, base))}
+
+
+@_handler("embeddings_clusters.html")
+async def clusters_view(datasette, request) -> dict:
+    db = await _database(datasette, request)
+    urls = _map_urls(datasette, db)
+    model = request.args.get("model") or None
+    sort = request.args.get("sort") or "size"
+    base = _base(datasette, db)
+
+    def cluster_url(label):
+        return lambda n: _url(f"{urls['clusters_url']}/{n}", [("model", label)])
+
+    def page(conn):
+        label, _ = map_page.resolve_model(conn, model)
+        return map_page.clusters_page(conn, label, sort, base, cluster_url(label))
+
+    data = await db.execute_fn(page)
+    data.update(urls)
+    data["sort_links"] = [
+        {"sort": s, "url": _url(urls["clusters_url"], [("model", data["model"]), ("sort", s)]), "selected": s == sort}
+        for s in data["sorts"]
+    ]
+    for m in data["models"]:
+        m["url"] = _url(urls["clusters_url"], [("model", m["label"]), ("sort", sort if sort != "size" else None)])
+    data["map_page_url"] = _url(urls["map_url"], [("model", data["model"])])
+    data["json_url"] = _url(urls["clusters_url"] + ".json", _params(request))
+    return data
+
+
+@_handler("embeddings_cluster.html")
+async def cluster_view(datasette, request) -> dict:
+    db = await _database(datasette, request)
+    raw = request.url_vars["cluster"]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
+        raise ViewError(f"cluster must be a whole number, got '{raw[:40]}'", status=404)
+    urls = _map_urls(datasette, db)
+    args = request.args
+    after = int_param(args, "after", 0, 0, 2**63 - 1)
+    size = int_param(args, "size", map_page.DEFAULT_MEMBERS_PAGE, 1, map_page.MAX_MEMBERS_PAGE)
+    model = args.get("model") or None
+    base = _base(datasette, db)
+
+    def page(conn):
+        label, _ = map_page.resolve_model(conn, model)
+        cluster_url = lambda n: _url(f"{urls['clusters_url']}/{n}", [("model", label)])  # noqa: E731
+        return map_page.cluster_page(conn, label, int(raw), after=after, size=size, base_url=base, cluster_url=cluster_url)
+
+    data = await db.execute_fn(page)
+    data.update(urls)
+    here = _params(request, drop=("after",))
+    path = f"{urls['clusters_url']}/{raw}"
+    data["next_url"] = _url(path, here + [("after", data["next_after"])]) if data["next_after"] else None
+    data["first_url"] = _url(path, here) if after else None
+    data["clusters_page_url"] = _url(urls["clusters_url"], [("model", data["model"])])
+    data["map_page_url"] = _url(urls["map_url"], [("model", data["model"])])
+    data["more_url"] = _url(urls["similar_url"], [("id", c["id"]) for c in data["members"][:map_page.MAX_SELECTION]])
+    data["json_url"] = _url(path + ".json", _params(request))
+    return data
+
+
+@_handler("embeddings_similar.html")
+async def similar_view(datasette, request) -> dict:
+    db = await _database(datasette, request)
+    args = request.args
+    ids = _ids(args)
+    k = int_param(args, "k", DEFAULT_K, 1, MAX_K)
+    flt = NeighbourFilter(
+        tuple(dict.fromkeys(p for p in args.getlist("provider") if p)),
+        tuple(dict.fromkeys(p for p in args.getlist("exclude_provider") if p)),
+    )
+    base = _base(datasette, db)
+
+    def page(conn):
+        gallery.check_filter(gallery.facet_counts(conn, db.name), flt)
+        return map_page.more_like_these(conn, ids, k=k, flt=flt, base_url=base)
+
+    data = await db.execute_fn(page)
+    data.update(_map_urls(datasette, db))
+    data["json_url"] = _url(request.path + ".json", _params(request))
+    data["max_k"] = MAX_K
+    data["ids"] = ids
+    return data
+
+
 def routes() -> list[tuple[str, Callable]]:
     db = r"^/(?P<database>[^/]+)/-/"
     return [
         (r"^/-/embeddings(?P<format>\.json)?$", overview_view),
         (db + r"gallery(?P<format>\.json)?$", gallery_view),
+        (db + r"gallery/similar(?P<format>\.json)?$", similar_view),
+        (db + r"map\.json$", map_json_view),
+        (db + r"map/records(?P<format>\.json)$", map_records_view),
+        (db + r"map$", map_view),
+        (db + r"clusters(?P<format>\.json)?$", clusters_view),
+        (db + r"clusters/(?P<cluster>[^/]+?)(?P<format>\.json)?$", cluster_view),
         (db + r"gallery/(?P<record_id>[^/]+?)(?P<format>\.json)?$", record_view),
         (db + r"search(?P<format>\.json)?$", search_view),
         (db + r"links(?P<format>\.json|\.csv)?$", links_view),
