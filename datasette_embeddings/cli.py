@@ -329,3 +329,60 @@ def embed(source: str, output: str, model_id: str, label: str | None, provider: 
             + (f"; skipped {len(report.skipped):,} unreadable image(s)" if report.skipped else ""),
             err=True,
         )
+
+
+@cli.command(name="check-model")
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.argument("label")
+@click.option("--sample", default=20, show_default=True, type=int, help="Stored images to re-embed")
+@click.option("--images", type=click.Path(exists=True, file_okay=False),
+              help="Folder of the images, named <depiction_id>.jpg (default: fetch each record's preview URL)")
+@click.option("--llm-model", "llm_model_id", help="llm model id to check (default: the one that answers to LABEL)")
+@click.option("--threshold", default=0.99, show_default=True, type=float, help="Lowest cosine that passes")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON")
+def check_model(db: str, label: str, sample: int, images: str | None, llm_model_id: str | None,
+                threshold: float, as_json: bool) -> None:
+    """Re-embed a sample of stored images and compare with the stored vectors (cosine).
+
+    Proves that query embeddings land in the file's space: with the right model and
+    preprocessing every cosine is above 0.99. Exits 1 when one is below --threshold.
+
+        datasette-embeddings check-model sfo.db apple/mobileclip_s1 --sample 20
+        datasette-embeddings check-model met.db google/siglip2-so400m-patch16-naflex --images met-images/
+    """
+    from .embedding import model_check
+    from .errors import EmbeddingsError
+
+    def show(comparison) -> None:
+        if as_json:
+            return
+        if comparison.error:
+            click.echo(f"{comparison.depiction_id}\tfailed: {comparison.error}")
+        else:
+            click.echo(f"{comparison.depiction_id}\t{comparison.cosine:.4f}")
+
+    try:
+        report = model_check.check_model(
+            db, label, sample=sample, images=images, llm_model_id=llm_model_id, threshold=threshold, on_result=show,
+        )
+    except (EmbeddingsError, ValueError) as ex:
+        raise click.ClickException(str(ex))
+    summary = report.summary()
+    if as_json:
+        summary["images"] = [
+            {"record_id": c.record_id, "depiction_id": c.depiction_id, "source": c.source,
+             "cosine": c.cosine, "error": c.error}
+            for c in report.comparisons
+        ]
+        click.echo(json.dumps(summary, indent=2))
+    elif summary["compared"]:
+        click.echo(
+            f"{summary['compared']} image(s) compared with model {report.llm_model_id}: cosine min "
+            f"{summary['min']:.4f}, median {summary['median']:.4f}, mean {summary['mean']:.4f}"
+            + (f"; {summary['failed']} could not be read" if summary["failed"] else "")
+        )
+        click.echo("PASS" if report.passed else f"FAIL: below {threshold}")
+    else:
+        click.echo(f"no image could be compared ({summary['failed']} failed)")
+    if not report.passed:
+        sys.exit(1)

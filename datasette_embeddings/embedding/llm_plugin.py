@@ -7,7 +7,12 @@
   no network.  torch and sentence-transformers are imported on first use only, so
   ``import datasette_embeddings`` and the demo never need them.
 
-Both are ordinary llm models: ``llm embed -m colour-layout-v1 --binary -i photo.jpg``
+* the published models of :mod:`adapters` (MobileCLIP, SigLIP, SigLIP 2, OpenCLIP,
+  DINOv2), registered under their publisher labels (``apple/mobileclip_s1``,
+  ``google/siglip2-so400m-patch16-naflex``...) with short aliases; their libraries
+  (the ``[models]`` extra) and weights are needed only when one is used.
+
+All are ordinary llm models: ``llm embed -m colour-layout-v1 --binary -i photo.jpg``
 works once this package is installed.
 """
 from __future__ import annotations
@@ -27,6 +32,10 @@ def register_embedding_models(register) -> None:
     # registered even without its packages, so a published demo can say what to install
     # instead of calling the model unknown
     register(LocalMiniLMModel())
+    from .adapters import embedding_models
+
+    for model, aliases in embedding_models():
+        register(model, aliases=aliases)
 
 
 class ColourLayoutModel(llm.EmbeddingModel):

@@ -1,0 +1,58 @@
+"""Where a published checkpoint's weights come from: the local Hugging Face cache.
+
+Nothing here downloads on its own account.  With ``HF_HUB_OFFLINE=1`` (how a public
+Datasette instance should run) a checkpoint that is not in the cache is refused
+up front with a message naming it, its size and the command that fetches it,
+instead of the library's long traceback about connection errors.
+"""
+from __future__ import annotations
+
+import os
+
+from .catalogue import ModelSpec
+
+
+def offline() -> bool:
+    """Whether the Hugging Face libraries are forbidden to download (``HF_HUB_OFFLINE``)."""
+    from huggingface_hub import constants
+
+    # the environment as it is now, and as huggingface_hub read it when it was imported
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    return bool(constants.is_offline_mode()) if hasattr(constants, "is_offline_mode") else False
+
+
+def cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def is_cached(repo: str, filename: str) -> bool:
+    """Whether ``filename`` of ``repo`` (its ``main`` revision) is in the local hub cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo, filename), str)
+
+
+def require(spec: ModelSpec, *filenames: str) -> None:
+    """Refuse, naming the checkpoint, when none of ``filenames`` is cached and downloads are off."""
+    from ..runtime import EmbeddingError
+
+    if offline() and not any(is_cached(spec.checkpoint, f) for f in filenames):
+        raise EmbeddingError(
+            f"model '{spec.label}' needs the checkpoint '{spec.checkpoint}' (about {spec.download_mb:,} MB), "
+            f"which is not in the Hugging Face cache ({cache_dir()}) and HF_HUB_OFFLINE=1 forbids "
+            f"downloading it: run `hf download {spec.checkpoint}` where there is network "
+            "(with the same HF_HOME), or unset HF_HUB_OFFLINE for the first use"
+        )
+
+
+def load_failed(spec: ModelSpec, ex: Exception):
+    """The error for a checkpoint that is present but will not load (corrupt, wrong library version)."""
+    from ..runtime import EmbeddingError
+
+    return EmbeddingError(
+        f"model '{spec.label}': the checkpoint '{spec.checkpoint}' could not be loaded "
+        f"({type(ex).__name__}: {ex}); delete it from {cache_dir()} and download it again"
+    )
