@@ -62,7 +62,7 @@ def test_config_wins_over_column_wins_over_label():
     assert models.llm_model_for_label(EmbeddingConfig(), with_column) == "clip"
     # a label that is itself an llm model id needs no mapping
     assert models.llm_model_for_label(None, "colour-layout-v1") == "colour-layout-v1"
-    assert models.llm_model_for_label(None, ModelInfo("apple/mobileclip_s0", "vec_y", 512, 0)) is None
+    assert models.llm_model_for_label(None, ModelInfo("example/no-such-model", "vec_y", 512, 0)) is None
 
 
 def test_unknown_model_lists_installed_models():
