@@ -386,3 +386,51 @@ def check_model(db: str, label: str, sample: int, images: str | None, llm_model_
         click.echo(f"no image could be compared ({summary['failed']} failed)")
     if not report.passed:
         sys.exit(1)
+
+
+@cli.group()
+def judgements() -> None:
+    """Import and export curators' judgements of links (CSV or Parquet)."""
+
+
+@judgements.command("import")
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--by", "judged_by", help="Curator named in rows whose judged_by is empty")
+def judgements_import(db: str, file: str, judged_by: str | None) -> None:
+    """Add the judgements in FILE (.csv or .parquet) to DB, in one transaction.
+
+    Columns: model, source_provider, source_key, target_provider, target_key,
+    label, and optionally level (depiction or subject), note, judged_by, judged_at.
+    A row with an unknown label or naming a record DB does not hold is an error
+    naming the row, and nothing is written.
+
+        datasette-embeddings judgements import collection.db demo/judgements.csv
+    """
+    from .errors import EmbeddingsError, RecordError
+    from .files import judgements_io
+
+    try:
+        added, already = judgements_io.import_file(db, file, judged_by=judged_by)
+    except (EmbeddingsError, RecordError) as ex:
+        raise click.ClickException(str(ex))
+    click.echo(f"{file}: {added:,} judgements added, {already:,} already stored", err=True)
+
+
+@judgements.command("export")
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help=".csv or .parquet file to write")
+@click.option("--current", "current_only", is_flag=True, help="Only each person's newest judgement of each link, not the history")
+def judgements_export(db: str, output: str, current_only: bool) -> None:
+    """Write the judgements in DB to a CSV or Parquet file that `judgements import` reads.
+
+        datasette-embeddings judgements export collection.db -o judgements.csv
+    """
+    from .errors import EmbeddingsError, RecordError
+    from .files import judgements_io
+
+    try:
+        n = judgements_io.export_file(db, output, current_only=current_only)
+    except (EmbeddingsError, RecordError) as ex:
+        raise click.ClickException(str(ex))
+    click.echo(f"Wrote {n:,} judgements to {output}", err=True)

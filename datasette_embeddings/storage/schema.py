@@ -168,6 +168,47 @@ def m004_links(db: Database) -> None:
     )
 
 
+@migrations()
+def m005_link_judgements(db: Database) -> None:
+    # A curator's verdict on a link, keyed by the records' natural keys (provider plus
+    # depiction_id or subject_id, by level) and the model that proposed the link, never
+    # by records.id or links.id: ids change when a database is rebuilt from Parquet or
+    # links are recomputed, and the judgements must outlive both.  Rows are only ever
+    # added: a new verdict by the same person on the same link supersedes the older
+    # one in ``link_judgements_current`` and the history stays.
+    db.execute(
+        """
+        create table link_judgements (
+            id integer primary key,
+            model text not null,
+            level text not null check (level in ('depiction', 'subject')),
+            source_provider text not null,
+            source_key text not null,
+            target_provider text not null,
+            target_key text not null,
+            label text not null check (label in ('same object', 'similar object', 'same category', 'no link')),
+            note text,
+            judged_by text not null,
+            judged_at text not null,
+            unique (source_provider, source_key, target_provider, target_key, model, level, judged_by, judged_at, label)
+        )
+        """
+    )
+    db.execute(
+        """
+        create view link_judgements_current as
+        select j.* from link_judgements j
+        where not exists (
+            select 1 from link_judgements newer
+            where newer.source_provider = j.source_provider and newer.source_key = j.source_key
+              and newer.target_provider = j.target_provider and newer.target_key = j.target_key
+              and newer.model = j.model and newer.level = j.level and newer.judged_by = j.judged_by
+              and (newer.judged_at > j.judged_at or (newer.judged_at = j.judged_at and newer.id > j.id))
+        )
+        """
+    )
+
+
 def pending(db: Database) -> list[str]:
     return [m.name for m in migrations.pending(db)]
 
