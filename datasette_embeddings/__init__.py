@@ -101,6 +101,15 @@ def extra_template_vars(template, database, table, columns, view_name, request, 
 
 
 @hookimpl
+def permission_allowed(datasette, actor, action, resource):
+    if action != "embeddings-judge":  # answer only our own permission, without importing anything
+        return None
+    from .web import judging
+
+    return judging.permission_allowed(datasette, actor, action, resource)
+
+
+@hookimpl
 def skip_csrf(datasette, scope):
     from .web import search_page as search
 

@@ -434,3 +434,39 @@ def judgements_export(db: str, output: str, current_only: bool) -> None:
     except (EmbeddingsError, RecordError) as ex:
         raise click.ClickException(str(ex))
     click.echo(f"Wrote {n:,} judgements to {output}", err=True)
+
+
+@cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Output JSON (the same as /<db>/-/links/evaluation.json)")
+@click.option("--positive", "positives", multiple=True,
+              help="A label that counts as a correct link (repeatable; default: 'same object' and 'similar object')")
+@click.option("--precision", "target", type=float, default=None,
+              help="Target precision whose threshold is reported (default 0.9)")
+@click.option("--model", "models", multiple=True, help="Only this model label (repeatable; fused labels too)")
+def evaluate(db: str, as_json: bool, positives: tuple[str, ...], target: float | None, models: tuple[str, ...]) -> None:
+    """Precision of the stored links against the curators' judgements, per model, level and comparison.
+
+    For thresholds 0.30 to 0.95 in steps of 0.05: how many judged links have at
+    least that similarity and what share of them is positive; precision@1 (each
+    source's best link); and the lowest threshold from which precision stays at
+    or above --precision.
+
+        datasette-embeddings evaluate demo.db
+        datasette-embeddings evaluate demo.db --json --positive "same object"
+    """
+    from .errors import EmbeddingsError
+    from .search import evaluation
+    from .storage.connection import connect
+
+    conn = connect(db, readonly=True)
+    try:
+        report = evaluation.evaluate(conn, positives=positives, target=target, models=models)
+    except EmbeddingsError as ex:
+        raise click.ClickException(str(ex))
+    finally:
+        conn.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(evaluation.text_table(report), nl=False)

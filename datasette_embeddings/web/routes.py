@@ -14,8 +14,9 @@ from urllib.parse import urlencode
 from datasette.utils import add_cors_headers
 from datasette.utils.asgi import Forbidden, Response
 
-from . import gallery, links_page, map_page, search_page as search
-from ..errors import EmbeddingsError, NotFoundError, TooLargeError
+from . import evaluation_page, gallery, judging, links_page, map_page, search_page as search
+from ..errors import EmbeddingsError, InvalidRequestError, NotFoundError, TooLargeError
+from ..search import evaluation
 from ..search.similarity import MAX_K, NeighbourFilter, SimilarityError
 from ..storage.store import Store
 
@@ -512,6 +513,60 @@ async def similar_view(datasette, request) -> dict:
     return data
 
 
+# ---------------------------------------------------------------- links: evaluation and judging
+def _float_param(args, name: str) -> float | None:
+    raw = args.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ViewError(f"{name} must be a number, got '{raw[:40]}'")
+
+
+@_handler("embeddings_evaluation.html")
+async def evaluation_view(datasette, request) -> dict:
+    db = await _database(datasette, request)
+    args = request.args
+    positives = [p for p in args.getlist("positive") if p]
+    target = _float_param(args, "precision")
+    models = [m for m in args.getlist("model") if m]
+    try:
+        report = await db.execute_fn(
+            lambda conn: evaluation.evaluate(conn, positives=positives, target=target, models=models)
+        )
+    except InvalidRequestError as ex:
+        raise ViewError(str(ex))
+    base = datasette.urls.database(db.name)
+    if request.url_vars.get("format"):
+        return report
+    data = evaluation_page.page_context(report)
+    data["database"] = db.name
+    data["links_url"] = base + "/-/links"
+    data["gallery_url"] = base + "/-/gallery"
+    data["evaluation_url"] = base + "/-/links/evaluation"
+    data["json_url"] = _url(base + "/-/links/evaluation.json", _params(request))
+    return data
+
+
+async def judge_view(datasette, request) -> Response:
+    """POST one verdict on a link; 403 (nothing written) unless mutable, permitted and CSRF-checked."""
+    as_json = bool(request.url_vars.get("format"))
+    if request.method != "POST":
+        return await _error(datasette, request, as_json, "judgements are recorded with POST from the links page", 405)
+    try:
+        db = await _database(datasette, request)
+        return await judging.judge(
+            datasette, request, db, links_url=datasette.urls.database(db.name) + "/-/links", as_json=as_json
+        )
+    except ViewError as ex:
+        return await _error(datasette, request, as_json, str(ex), ex.status)
+    except InvalidRequestError as ex:
+        return await _error(datasette, request, as_json, str(ex), 400)
+    except NotFoundError as ex:
+        return await _error(datasette, request, as_json, str(ex), 404)
+
+
 def routes() -> list[tuple[str, Callable]]:
     db = r"^/(?P<database>[^/]+)/-/"
     return [
@@ -526,4 +581,6 @@ def routes() -> list[tuple[str, Callable]]:
         (db + r"gallery/(?P<record_id>[^/]+?)(?P<format>\.json)?$", record_view),
         (db + r"search(?P<format>\.json)?$", search_view),
         (db + r"links(?P<format>\.json|\.csv)?$", links_view),
+        (db + r"links/evaluation(?P<format>\.json)?$", evaluation_view),
+        (db + r"links/judge(?P<format>\.json)?$", judge_view),
     ]

@@ -1,0 +1,66 @@
+"""The demo's hand-judged links: they import into the demo database and name real MiniLM links."""
+import csv
+import pathlib
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from datasette_embeddings.files import judgements_io, loader
+from datasette_embeddings.storage import judgements
+from datasette_embeddings.storage.connection import connect
+
+DEMO = pathlib.Path(__file__).resolve().parent.parent / "demo"
+TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def rows():
+    with open(DEMO / "judgements.csv", newline="") as fp:
+        return list(csv.DictReader(fp))
+
+
+def test_the_rule_is_written_down_beside_the_sources():
+    text = (DEMO / "SOURCES.md").read_text()
+    assert "## Judged links" in text
+    for label in judgements.LABELS:
+        assert f"**{label}**" in text
+
+
+def test_at_least_150_met_to_brooklyn_minilm_links_every_label_known():
+    found = rows()
+    assert len(found) >= 150
+    assert {(r["model"], r["level"], r["source_provider"], r["target_provider"]) for r in found} == {
+        (TEXT_MODEL, "depiction", "met", "brooklyn")
+    }
+    assert {r["label"] for r in found} <= set(judgements.LABELS)
+    assert len({(r["source_key"], r["target_key"]) for r in found}) == len(found)
+
+
+def test_similarity_and_rank_columns_are_the_vectors_own():
+    """The listed pairs are what the shipped vectors say: the similarity, and that many better targets."""
+    def unit(name):
+        t = pq.read_table(DEMO / "data" / name, columns=["depiction_id", "embeddings"])
+        x = np.array(t.column("embeddings").to_pylist(), dtype=np.float32)
+        return {k: i for i, k in enumerate(t.column("depiction_id").to_pylist())}, x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    met_ids, met = unit("met-titles.parquet")
+    bro_ids, bro = unit("brooklyn-texts.parquet")
+    for r in rows():
+        scores = bro @ met[met_ids[r["source_key"]]]
+        similarity = scores[bro_ids[r["target_key"]]]
+        assert abs(similarity - float(r["similarity"])) < 0.001, r
+        better = int((scores > similarity + 1e-6).sum())
+        tied = int((abs(scores - similarity) <= 1e-6).sum())  # identical Brooklyn texts score alike
+        assert better < int(r["rank"]) <= better + tied, r
+
+
+def test_they_import_into_the_demo_database(tmp_path):
+    db = tmp_path / "demo.db"
+    loader.load(str(db), [str(DEMO / "data")])
+    added, already = judgements_io.import_file(str(db), str(DEMO / "judgements.csv"))
+    assert (added, already) == (len(rows()), 0)
+    conn = connect(str(db), readonly=True)
+    try:
+        assert len(judgements.current(conn)) == len(rows())
+    finally:
+        conn.close()
