@@ -29,6 +29,7 @@ test: install-test
 demo-db: install
 	rm -f demo.db demo.db-wal demo.db-shm
 	$(VENV)/bin/datasette-embeddings load demo.db demo/data
+	$(VENV)/bin/datasette-embeddings links demo.db --from met --to brooklyn --model sentence-transformers/all-MiniLM-L6-v2 --k 5 --quiet
 	$(VENV)/bin/datasette-embeddings judgements import demo.db demo/judgements.csv
 
 demo: demo-db

@@ -449,8 +449,8 @@ def evaluate(db: str, as_json: bool, positives: tuple[str, ...], target: float |
 
     For thresholds 0.30 to 0.95 in steps of 0.05: how many judged links have at
     least that similarity and what share of them is positive; precision@1 (each
-    source's best link); and the lowest threshold from which precision stays at
-    or above --precision.
+    source's best link); and the lowest threshold whose precision reaches
+    --precision.
 
         datasette-embeddings evaluate demo.db
         datasette-embeddings evaluate demo.db --json --positive "same object"

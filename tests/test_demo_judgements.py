@@ -64,3 +64,30 @@ def test_they_import_into_the_demo_database(tmp_path):
         assert len(judgements.current(conn)) == len(rows())
     finally:
         conn.close()
+
+
+def test_the_readme_tour_numbers_hold(tmp_path):
+    """The tour quotes MiniLM's precision on the demo's judgements: keep it true."""
+    from click.testing import CliRunner
+
+    from datasette_embeddings.cli import cli
+    from datasette_embeddings.search import evaluation
+
+    db = tmp_path / "demo.db"
+    loader.load(str(db), [str(DEMO / "data")])
+    result = CliRunner().invoke(cli, ["links", str(db), "--from", "met", "--to", "brooklyn", "--model", TEXT_MODEL, "--k", "5", "--quiet"])
+    assert result.exit_code == 0, result.output
+    judgements_io.import_file(str(db), str(DEMO / "judgements.csv"))
+    conn = connect(str(db), readonly=True)
+    try:
+        (group,) = evaluation.evaluate(conn)["groups"]
+        top = conn.execute("select source_key, target_key, similarity from links order by similarity desc limit 1").fetchone()
+    finally:
+        conn.close()
+    at = {row["threshold"]: row for row in group["thresholds"]}
+    assert group["links"] == 26395
+    assert (round(at[0.3]["precision"], 2), round(at[0.5]["precision"], 2), round(at[0.7]["precision"], 2)) == (0.55, 0.73, 0.9)
+    assert at[0.7]["judged"] == 31 and group["threshold_for_precision"] == 0.7
+    assert round(group["precision_at_1"]["precision"], 2) == 0.48
+    verdict = {(r["source_key"], r["target_key"]): r["label"] for r in rows()}
+    assert round(top[2], 3) == 0.834 and verdict[(top[0], top[1])] == "similar object"

@@ -97,7 +97,7 @@ def test_numbers_match_the_hand_computed_example(judged_db):
     assert t[0.95] == (0, 0, None)
     # rank-1 links judged: .92 P, .81 P, .62 N, .48 P
     assert m8["precision_at_1"] == {"judged": 4, "positive": 3, "precision": 0.75}
-    # precision stays >= 0.9 from 0.75 up (0.70 has 0.67)
+    # 0.75 is the lowest threshold with precision >= 0.9 (0.70 has 0.67)
     assert m8["threshold_for_precision"] == 0.75
     assert m8["labels"] == {"same object": 2, "similar object": 1, "same category": 1, "no link": 2}
 
@@ -158,3 +158,15 @@ def test_cli_evaluate_prints_the_table_and_json(judged_db):
 def test_cli_evaluate_bad_option_exits_1(judged_db):
     result = CliRunner().invoke(cli, ["evaluate", str(judged_db), "--positive", "maybe"])
     assert result.exit_code == 1 and "unknown positive label 'maybe'" in result.output
+
+
+def test_the_threshold_is_the_lowest_that_reaches_the_target():
+    rows = [
+        {"threshold": 0.3, "judged": 4, "positive": 2, "precision": 0.5},
+        {"threshold": 0.35, "judged": 0, "positive": 0, "precision": None},
+        {"threshold": 0.4, "judged": 3, "positive": 3, "precision": 1.0},
+        {"threshold": 0.45, "judged": 1, "positive": 0, "precision": 0.0},  # one bad link at the top does not undo it
+    ]
+    assert evaluation.threshold_reaching(rows, 0.9) == 0.4
+    assert evaluation.threshold_reaching(rows, 0.5) == 0.3
+    assert evaluation.threshold_reaching(rows[:2], 0.9) is None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -160,3 +161,94 @@ def test_evaluation_bad_parameters_are_400(judged_db, query):  # noqa: F811
     ds = Datasette(immutables=[str(judged_db)])
     r = fetch(ds, f"/{judged_db.stem}/-/links/evaluation.json?{query}")
     assert r.status_code == 400 and r.json()["ok"] is False
+
+
+# ---------------------------------------------------------------- the links page with real links
+@pytest.fixture
+def linked_db(tmp_path, loaded_db):
+    result = CliRunner().invoke(cli, ["links", str(loaded_db), "--from", "met", "--to", "rijks", "--model", "m-8", "--k", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    conn = connect(str(loaded_db), readonly=True)
+    first = conn.execute(
+        "select source_key, target_key from links where model = 'm-8' order by similarity desc limit 1"
+    ).fetchone()
+    conn.close()
+    path = tmp_path / "j.csv"
+    path.write_text(
+        "model,source_provider,source_key,target_provider,target_key,label,note,judged_by\n"
+        f"m-8,met,{first[0]},rijks,{first[1]},no link,checked <b>by hand</b>,ann\n"
+    )
+    assert CliRunner().invoke(cli, ["judgements", "import", str(loaded_db), str(path)]).exit_code == 0
+    return loaded_db
+
+
+def test_a_judge_sees_four_buttons_on_every_link(linked_db):
+    ds = Datasette([str(linked_db)])
+    r = fetch(ds, f"/{linked_db.stem}/-/links?model=m-8&size=5", cookies=cookies_for(ds, "root", csrf=None))
+    assert r.status_code == 200
+    html = r.text
+    assert html.count('class="emb-link"') == 5
+    assert html.count('class="emb-judge-form"') == 5
+    assert html.count('name="label"') == 20
+    forms = re.findall(r'<form class="emb-judge-form".*?</form>', html, flags=re.S)
+    assert len(forms) == 5 and all(re.search(r'name="csrftoken" value="[^"]+"', f) for f in forms)
+    # the stored judgement shows, escaped
+    assert "checked &lt;b&gt;by hand&lt;/b&gt;" in html and "<b>by hand" not in html
+
+
+@pytest.mark.parametrize("immutable, actor", [(False, None), (False, "visitor"), (True, "root")])
+def test_others_and_immutable_databases_see_judgements_only(linked_db, immutable, actor):
+    ds = Datasette(immutables=[str(linked_db)]) if immutable else Datasette([str(linked_db)])
+    r = fetch(ds, f"/{linked_db.stem}/-/links?model=m-8&size=5", cookies=cookies_for(ds, actor, csrf=None))
+    assert r.status_code == 200
+    assert '<form class="emb-judge-form"' not in r.text and 'name="label"' not in r.text
+    assert 'emb-verdict-no-link">no link<' in r.text
+
+
+def test_links_json_carries_judgements_not_the_form(linked_db):
+    ds = Datasette([str(linked_db)])
+    r = fetch(ds, f"/{linked_db.stem}/-/links.json?model=m-8&size=5", cookies=cookies_for(ds, "root", csrf=None))
+    body = r.json()
+    assert "judging" not in body
+    assert [j["label"] for j in body["links"][0]["judgements"]] == ["no link"]
+    assert all(link["judgements"] == [] for link in body["links"][1:])
+
+
+def test_judging_from_the_page_round_trip(linked_db):
+    """What a browser does: the page's form token and cookie, one button, back to the same page."""
+    ds = Datasette([str(linked_db)])
+    name = linked_db.stem
+    page = f"/{name}/-/links?model=m-8&size=5"
+    cookies = cookies_for(ds, "root", csrf=None)
+    r = fetch(ds, page, cookies=cookies)
+    form = re.findall(r'<form class="emb-judge-form".*?</form>', r.text, flags=re.S)[1]
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form))
+    fields = {k: v.replace("&amp;", "&") for k, v in fields.items()}
+    cookies["ds_csrftoken"] = r.cookies["ds_csrftoken"]
+    assert re.search(r'action="/' + name + '/-/links/judge"', form)
+    r = fetch(ds, f"/{name}/-/links/judge", "post",
+              data={**fields, "label": "similar object", "note": ""}, cookies=cookies)
+    assert r.status_code == 302 and r.headers["location"] == page
+    body = fetch(ds, page.replace("/-/links?", "/-/links.json?"), cookies=cookies).json()
+    assert [j["label"] for j in body["links"][1]["judgements"]] == ["similar object"]
+    assert body["links"][1]["judgements"][0]["judged_by"] == "root"
+
+
+def test_evaluation_of_real_links_and_their_staleness(linked_db, tmp_path):
+    conn = connect(str(linked_db), readonly=True)
+    r = __import__("datasette_embeddings.search.evaluation", fromlist=["evaluate"]).evaluate(conn)
+    conn.close()
+    (group,) = r["groups"]
+    assert (group["model"], group["level"], group["judged"], group["positive"]) == ("m-8", "depiction", 1, 0)
+    assert group["links"] == 40 and r["stale_runs"] == []
+    # a load into m-8 makes the run stale: its links are left out and named
+    from datasette_embeddings.files import loader
+    from tests.helpers import make_records, write_parquet
+
+    more = tmp_path / "more.parquet"
+    write_parquet(more, make_records(n=2, providers=("nga",), models={"m-8": 8}, seed=5))
+    loader.load(str(linked_db), [str(more)])
+    result = CliRunner().invoke(cli, ["evaluate", str(linked_db), "--json"])
+    data = json.loads(result.output)
+    assert data["groups"] == [] and data["stale_runs"][0]["model"] == "m-8"
+    assert "Left out, stale: m-8 depiction links from met to rijks" in CliRunner().invoke(cli, ["evaluate", str(linked_db)]).output

@@ -9,18 +9,22 @@ counts the judged links and computes
   links with similarity at or above it, the share judged positive
   (``same object`` or ``similar object`` unless told otherwise);
 - precision@1: of the judged rank-1 links (each source's best match), the share positive;
-- the lowest grid threshold from which precision stays at or above a target.
+- the lowest grid threshold whose precision reaches a target.
 
 A link's verdict is its pair's newest current judgement, whichever model's link
 the curator was looking at (``storage.judgements.verdicts``): whether two records
 show the same object does not depend on the model, and one set of judgements can
 then compare every model that links the same pair.
+
+Links of a stale run (a ``load`` changed the model after ``links`` ran) are left
+out and the report names the run, as the links page stops serving them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
+from . import links as links_engine
 from ..errors import InvalidRequestError
 from ..storage import judgements as store_judgements
 
@@ -101,20 +105,15 @@ def summarise(
 
 
 def threshold_reaching(rows: Sequence[dict], target: float) -> float | None:
-    """The lowest threshold from which every threshold with judged links has precision >= target.
+    """The lowest threshold whose precision (over every judged link at or above it) reaches target.
 
-    "From which it stays" rather than "the first that reaches it": a lucky
-    threshold below a worse one is not a threshold anyone should publish links at.
+    Precision at a threshold already counts every link above it, so this is the
+    answer to "publish the links from which similarity, to be right this often?".
     """
-    best = None
-    for row in reversed(rows):  # from the highest threshold down
-        if not row["judged"]:
-            continue
-        if row["precision"] is not None and row["precision"] >= target - 1e-12:
-            best = row["threshold"]
-        else:
-            break
-    return best
+    for row in rows:  # lowest threshold first
+        if row["judged"] and row["precision"] is not None and row["precision"] >= target - 1e-12:
+            return row["threshold"]
+    return None
 
 
 def _links_table(conn) -> bool:
@@ -135,19 +134,30 @@ def evaluate(
         "has_links": _links_table(conn),
         "groups": [],
         "unmatched_judgements": len(verdicts),
+        "stale_runs": [],
     }
     if not report["has_links"]:
         return report
+    versions: dict[str, str] = {}
+    stale = {
+        key for key, run in links_engine.stored_runs(conn).items()
+        if (not models or run["model"] in models) and not links_engine.is_current(conn, run, versions)
+    }
+    report["stale_runs"] = [
+        {"model": m, "level": lv, "source_provider": sp, "target_provider": tp} for m, lv, sp, tp in sorted(stale)
+    ]
     where, params = "", []
     if models:
         where = " where model in (" + ",".join("?" for _ in models) + ")"
         params = list(models)
-    counts = {
-        (m, lv, c): n
-        for m, lv, c, n in conn.execute(
-            f"select model, level, comparison, count(*) from links{where} group by model, level, comparison", params
-        )
-    }
+    counts: dict[tuple[str, str, str], int] = {}
+    for m, lv, c, sp, tp, n in conn.execute(
+        "select model, level, comparison, source_provider, target_provider, count(*) "
+        f"from links{where} group by model, level, comparison, source_provider, target_provider",
+        params,
+    ):
+        if (m, lv, sp, tp) not in stale:
+            counts[(m, lv, c)] = counts.get((m, lv, c), 0) + n
     judged, matched = [], set()
     if verdicts:
         rows = conn.execute(
@@ -157,7 +167,7 @@ def evaluate(
         ) if len(verdicts) * 4 > sum(counts.values()) else _judged_links(conn, verdicts, models)
         for model, level, comparison, sp, sk, tp, tk, similarity, rank in rows:
             verdict = verdicts.get((level, sp, sk, tp, tk))
-            if verdict is None:
+            if verdict is None or (model, level, sp, tp) in stale:
                 continue
             matched.add((level, sp, sk, tp, tk))
             judged.append(JudgedLink(model, level, comparison, float(similarity), int(rank), verdict.label))
@@ -189,6 +199,11 @@ def text_table(report: dict) -> str:
     if not report["has_links"]:
         lines.append("No links table: run `datasette-embeddings links` first.")
         return "\n".join(lines) + "\n"
+    for run in report["stale_runs"]:
+        lines.append(
+            f"Left out, stale: {run['model']} {run['level']} links from {run['source_provider']} to "
+            f"{run['target_provider']} (run `datasette-embeddings links` again)."
+        )
     if report["unmatched_judgements"]:
         lines.append(f"{report['unmatched_judgements']:,} judged pair(s) are not among the stored links.")
     groups = report["groups"]

@@ -282,13 +282,17 @@ async def links_html_or_json(datasette, request) -> dict:
     q = links_page.parse(request.args)
     settings = _links_settings(datasette)
     record_base = _base(datasette, db)
-    data = await db.execute_fn(
-        lambda conn: {
-            **links_page.links_page(conn, q, settings, record_base=record_base, cache_key=db.name),
-            "choices": links_page.choices(conn),
-        }
-    )
+    def page(conn) -> dict:
+        found = links_page.links_page(conn, q, settings, record_base=record_base, cache_key=db.name)
+        judging.attach(conn, found["links"])  # each link's stored judgements, for everyone
+        return {**found, "choices": links_page.choices(conn)}
+
+    data = await db.execute_fn(page)
     base = datasette.urls.database(db.name) + "/-/links"
+    if not request.url_vars.get("format"):  # the buttons (and their CSRF token) are for the HTML page only
+        allowed = await judging.can_judge(datasette, request.actor, db)
+        data["judging"] = judging.controls(datasette, request, db, allowed, base)
+    data["evaluation_url"] = base + "/evaluation"
     here = _params(request, drop=("after",))
     data["next_url"] = _url(base, here + [("after", data["next"])]) if data["next"] else None
     data["first_url"] = _url(base, here) if q.after is not None else None
