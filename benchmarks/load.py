@@ -69,17 +69,22 @@ def numpy_baseline(path: str, out: str) -> float:
     return time.perf_counter() - started
 
 
-def run_load(db: str, path: str) -> tuple[float, float]:
-    """Seconds and peak RSS (MB) of the real CLI in a child process.
+def run_load(db: str, path: str) -> tuple[float, float, float]:
+    """Seconds, peak RSS (MB) and CPU seconds (user + system) of the real CLI in a child process.
 
     The peak is the child's own VmHWM, polled from /proc: getrusage(RUSAGE_CHILDREN)
     would also count the forked copy of this (large) benchmark process before exec.
+    CPU seconds come from the child's own rusage (``wait4``); on a machine shared
+    with other jobs they move far less than the wall-clock time does.
     """
     exe = os.path.join(os.path.dirname(sys.executable), "datasette-embeddings")
     started = time.perf_counter()
     proc = subprocess.Popen([exe, "load", db, path, "--quiet"])
     peak_kb = 0
-    while proc.poll() is None:
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
         try:
             with open(f"/proc/{proc.pid}/status") as fp:
                 for line in fp:
@@ -89,9 +94,10 @@ def run_load(db: str, path: str) -> tuple[float, float]:
             pass
         time.sleep(0.05)
     seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"load failed with exit code {proc.returncode}")
-    return seconds, peak_kb / 1024
+    return seconds, peak_kb / 1024, usage.ru_utime + usage.ru_stime
 
 
 def settled() -> None:
@@ -114,11 +120,11 @@ def main() -> None:
     write_synthetic(first, args.rows, args.dims)
     # the same providers and model, other depictions: an update of a published collection
     write_synthetic(second, args.rows, args.dims, first_id=args.rows)
-    runs: dict[str, list[tuple[float, float]]] = {"baseline": [], "new": [], "append": []}
+    runs: dict[str, list[tuple[float, float, float]]] = {"baseline": [], "new": [], "append": []}
     for i in range(args.repeat):
         db = os.path.join(tmp, f"bench-{i}.db")
         settled()
-        runs["baseline"].append((numpy_baseline(first, os.path.join(tmp, "baseline.npy")), 0.0))
+        runs["baseline"].append((numpy_baseline(first, os.path.join(tmp, "baseline.npy")), 0.0, 0.0))
         settled()
         runs["new"].append(run_load(db, first))
         settled()
@@ -127,21 +133,23 @@ def main() -> None:
             if os.path.exists(db + suffix):
                 os.unlink(db + suffix)
 
-    def median(step: str) -> tuple[float, float]:
-        seconds = sorted(r[0] for r in runs[step])[len(runs[step]) // 2]
-        return seconds, max(r[1] for r in runs[step])
+    def median(step: str) -> tuple[float, float, float]:
+        middle = len(runs[step]) // 2
+        seconds = sorted(r[0] for r in runs[step])[middle]
+        cpu = sorted(r[2] for r in runs[step])[middle]
+        return seconds, max(r[1] for r in runs[step]), cpu
 
-    baseline, _ = median("baseline")
+    baseline, _, _ = median("baseline")
     print()
-    print(f"{args.rows:,} x {args.dims}, median of {args.repeat} runs")
-    print("| what | seconds | rows/s | peak RSS | ratio to NumPy |")
-    print("|---|---:|---:|---:|---:|")
-    print(f"| NumPy baseline (Parquet -> .npy) | {baseline:.2f} | {args.rows / baseline:,.0f} | - | 1.0x |")
+    print(f"{args.rows:,} x {args.dims}, median of {args.repeat} runs, load average {os.getloadavg()[0]:.2f}")
+    print("| what | seconds | rows/s | CPU s | peak RSS | ratio to NumPy |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| NumPy baseline (Parquet -> .npy) | {baseline:.2f} | {args.rows / baseline:,.0f} | - | - | 1.0x |")
     rates = {}
     for step, what in (("new", "load into a new database"), ("append", "load into that database again (WAL, other depictions)")):
-        seconds, peak_mb = median(step)
+        seconds, peak_mb, cpu = median(step)
         rates[step] = args.rows / seconds
-        print(f"| {what} | {seconds:.2f} | {rates[step]:,.0f} | {peak_mb:,.0f} MB | {seconds / baseline:.1f}x |")
+        print(f"| {what} | {seconds:.2f} | {rates[step]:,.0f} | {cpu:.2f} | {peak_mb:,.0f} MB | {seconds / baseline:.1f}x |")
     peak = max(r[1] for step in ("new", "append") for r in runs[step])
     print()
     print(
