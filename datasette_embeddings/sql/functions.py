@@ -1,4 +1,4 @@
-"""SQL functions on every connection: ``embed_text``, ``embed_image``, ``vec_cosine``.
+"""SQL functions on every connection: ``embed_text``, ``embed_image``, ``vec_cosine``, ``vec_mean``.
 
 ``embed_text(model, text)`` and ``embed_image(model, image_blob)`` return the
 little-endian float32 BLOB that sqlite-vec takes directly::
@@ -13,6 +13,8 @@ a SQL error carrying a clear message; no function ever returns an error as a val
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from ..embedding import runtime as models
 from . import udf as sqlite_udf
@@ -65,6 +67,7 @@ def register_functions(conn, config: EmbeddingConfig | None = None) -> None:
     sqlite_udf.create_function(conn, "embed_text", 2, embed_text)
     sqlite_udf.create_function(conn, "embed_image", 2, embed_image)
     sqlite_udf.create_function(conn, "vec_cosine", 2, vec_cosine, deterministic=True)
+    sqlite_udf.create_aggregate(conn, "vec_mean", 1, VecMean)
 
 
 def vec_cosine(a: Any, b: Any) -> float | None:
@@ -78,6 +81,45 @@ def vec_cosine(a: Any, b: Any) -> float | None:
         return cosine_similarity(parse_vector(a), parse_vector(b))
     except VectorError as ex:
         raise EmbeddingError(f"vec_cosine(): {ex}") from None
+
+
+class VecMean:
+    """``vec_mean(embedding)``: the normalised mean of the group's vectors, as a float32 BLOB.
+
+    Each vector is scaled to unit length before averaging (as cosine similarity
+    ignores length, a long vector should not outweigh the others), and the mean
+    is scaled to unit length: the direction "in the middle" of the records, ready
+    to ``match`` against a vec0 table.  NULLs are skipped; no vectors give NULL;
+    vectors of different lengths, zero vectors, or vectors that cancel out are errors.
+    """
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.count = 0
+
+    def step(self, value: Any) -> None:
+        if value is None:
+            return
+        try:
+            vector = parse_vector(value).astype(np.float64)
+        except VectorError as ex:
+            raise EmbeddingError(f"vec_mean(): {ex}") from None
+        if self.total is not None and vector.shape != self.total.shape:
+            raise EmbeddingError(f"vec_mean(): vectors differ in length: {self.total.shape[0]} and {vector.shape[0]}")
+        norm = float(np.linalg.norm(vector))
+        if norm == 0.0 or not np.isfinite(norm):
+            raise EmbeddingError("vec_mean(): a zero (or NaN) vector has no direction")
+        vector /= norm
+        self.total = vector if self.total is None else self.total + vector
+        self.count += 1
+
+    def finalize(self) -> bytes | None:
+        if self.total is None:
+            return None
+        norm = float(np.linalg.norm(self.total))
+        if norm < 1e-12:
+            raise EmbeddingError("vec_mean(): the vectors cancel out (their mean has no direction)")
+        return to_blob(self.total / norm)
 
 
 def _argument(function: str, argument: str, value: Any, kind: type, expected: str, note: str = "") -> None:

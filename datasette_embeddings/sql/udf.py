@@ -154,3 +154,77 @@ def create_function(conn, name: str, narg: int, function: Callable[..., Any], *,
     rc = api.sqlite3_create_function_v2(handle, name.encode(), narg, flags, index, callback, None, None, None)
     if rc != 0:
         conn.create_function(name, narg, function, deterministic=deterministic)
+
+
+# ---------------------------------------------------------------- aggregates
+_FINAL = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_aggregates: list[Callable[[], Any]] = []  # factories; SQLite gets their 1-based index as user data
+_states: dict[int, Any] = {}  # one live state per group being aggregated, keyed by the id in its context
+_next_state = [0]
+_aggregate_callbacks: dict[int, tuple[Any, Any, Any]] = {}
+
+
+def _aggregate_api(api):
+    """``(create_function_v2 taking step/final pointers, step callback, final callback)`` for one library."""
+    found = _aggregate_callbacks.get(id(api))
+    if found:
+        return found
+    vp, ci = ctypes.c_void_p, ctypes.c_int
+    create = ctypes.CFUNCTYPE(ci, vp, ctypes.c_char_p, ci, ci, vp, vp, _CALLBACK, _FINAL, vp)(
+        ("sqlite3_create_function_v2", api)
+    )
+    api.sqlite3_aggregate_context.argtypes = [vp, ci]
+    api.sqlite3_aggregate_context.restype = vp
+
+    def state_of(ctx, create_it: bool):
+        pointer = api.sqlite3_aggregate_context(ctx, 8 if create_it else 0)
+        if not pointer:
+            return None, None
+        slot = ctypes.c_int64.from_address(pointer)
+        if slot.value == 0:
+            if not create_it:
+                return None, None
+            with _functions_lock:
+                _next_state[0] += 1
+                slot.value = _next_state[0]
+                _states[slot.value] = _aggregates[api.sqlite3_user_data(ctx) - 1]()
+        return slot.value, _states.get(slot.value)
+
+    def step(ctx, argc, argv):
+        try:
+            _key, state = state_of(ctx, True)
+            state.step(*_read_args(api, argc, argv))
+        except Exception as ex:
+            api.sqlite3_result_error(ctx, str(ex).encode("utf-8", "replace"), -1)
+
+    def final(ctx):
+        key, state = state_of(ctx, False)
+        if key is not None:
+            with _functions_lock:
+                _states.pop(key, None)
+        try:
+            if state is None:  # no rows: a fresh state says what an empty group gives
+                state = _aggregates[api.sqlite3_user_data(ctx) - 1]()
+            _set_result(api, ctx, state.finalize())
+        except Exception as ex:
+            api.sqlite3_result_error(ctx, str(ex).encode("utf-8", "replace"), -1)
+
+    found = _aggregate_callbacks[id(api)] = (create, _CALLBACK(step), _FINAL(final))
+    return found
+
+
+def create_aggregate(conn, name: str, narg: int, factory: Callable[[], Any]) -> None:
+    """Like ``conn.create_aggregate`` (``factory()`` has ``step`` and ``finalize``), keeping error messages."""
+    driver = _driver(conn)
+    api = _api_for(driver) if driver else None
+    handle = _db_handle(conn, api) if api is not None else None
+    if handle is None:
+        conn.create_aggregate(name, narg, factory)
+        return
+    create, step, final = _aggregate_api(api)
+    with _functions_lock:
+        _aggregates.append(factory)
+        index = len(_aggregates)
+    rc = create(handle, name.encode(), narg, SQLITE_UTF8, index, None, step, final, None)
+    if rc != 0:
+        conn.create_aggregate(name, narg, factory)
