@@ -289,6 +289,47 @@ class _Bar:
 
 
 @cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.option("--a", "model_a", required=True, help="First model label")
+@click.option("--b", "model_b", required=True, help="Second model label")
+@click.option("--k", default=10, show_default=True, type=int, help="Neighbours compared per subject (1 to 100)")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON")
+def compare(db: str, model_a: str, model_b: str, k: int, as_json: bool) -> None:
+    """How much two models agree, over the objects (provider + subject_id) both hold.
+
+    For each shared subject, the Jaccard index of its top-k neighbour subjects
+    under each model; prints the mean and the subjects where they disagree most,
+    and stores the result for the /-/embeddings/compare page.
+
+        datasette-embeddings compare collection.db --a apple/mobileclip_s0 --b google/siglip2 --k 10
+    """
+    from .errors import EmbeddingsError
+    from .search import agreement
+    from .storage.connection import connect
+    from .storage.store import Store
+
+    conn = connect(db)
+    try:
+        store = Store(conn)
+        if not store.is_initialised():
+            raise CommandError(f"{db}: no records and models tables (load Parquet files into it first)")
+        store.migrate()
+        result = agreement.compare(conn, model_a, model_b, k)
+        agreement.store(conn, result)
+    except EmbeddingsError as ex:
+        raise CommandError(f"{db}: {ex}")
+    finally:
+        conn.close()
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    echo(f"{model_a} vs {model_b}: mean Jaccard of top-{k} over {result.subjects:,} shared subjects: {result.mean_jaccard:.3f}")
+    click.echo("Most disagreeing subjects:")
+    for d in result.disagreements:
+        echo(f"  {d['provider']}  {d['subject_id']}  Jaccard {d['jaccard']:.3f}  (records {d['record_a']} and {d['record_b']})")
+
+
+@cli.command()
 @click.argument("source", type=click.Path(exists=True))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write")
 @click.option("--model", "model_id", default=BUILTIN_IMAGE_MODEL, show_default=True, help="Any llm embedding model id or alias")

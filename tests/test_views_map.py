@@ -208,3 +208,17 @@ def test_a_load_marks_map_and_clusters_stale(tmp_path):
     assert fetch(ds, "/s/-/map.json").json()["map"]["stale"] is True
     assert "were loaded after the map was computed" in fetch(ds, "/s/-/map").text
     assert "were loaded after the clusters were computed" in fetch(ds, "/s/-/clusters").text
+
+
+def test_record_page_shows_where_each_score_falls(ds, planted):
+    _, theme_of = planted
+    first = min(theme_of)
+    data = fetch(ds, f"/planted/-/gallery/{first}.json?k=5").json()
+    for c in data["similar"]:
+        assert 90 < c["percentile"] <= 100
+        assert c["percentile_text"].startswith("higher than ") and c["percentile_text"].endswith("% of pairs under this model")
+    assert "of pairs under this model" in fetch(ds, f"/planted/-/gallery/{first}").text
+    # a model without a stored distribution shows no percentile rather than a made-up one
+    other = connect(str(planted[0])).execute("select id from records where model = 'unmapped-4' limit 1").fetchone()[0]
+    data = fetch(ds, f"/planted/-/gallery/{other}.json?k=3").json()
+    assert all(c["percentile"] is None for c in data["similar"])

@@ -209,6 +209,27 @@ def m005_link_judgements(db: Database) -> None:
     )
 
 
+@migrations()
+def m006_model_comparisons(db: Database) -> None:
+    # filled by `datasette-embeddings compare`: two models' agreement over the subjects both hold
+    db.execute(
+        """
+        create table model_comparisons (
+            a text not null,
+            b text not null,
+            k integer not null,
+            data_version_a text not null,
+            data_version_b text not null,
+            subjects integer not null,
+            mean_jaccard real not null,
+            disagreements text not null default '[]',
+            built integer not null,
+            primary key (a, b, k)
+        )
+        """
+    )
+
+
 def pending(db: Database) -> list[str]:
     return [m.name for m in migrations.pending(db)]
 

@@ -14,9 +14,9 @@ from urllib.parse import urlencode
 from datasette.utils import add_cors_headers
 from datasette.utils.asgi import Forbidden, Response
 
-from . import evaluation_page, gallery, judging, links_page, map_page, search_page as search
+from . import compare_page, evaluation_page, gallery, judging, links_page, map_page, search_page as search
 from ..errors import EmbeddingsError, InvalidRequestError, NotFoundError, TooLargeError
-from ..search import evaluation
+from ..search import agreement, distribution, evaluation, maps
 from ..search.similarity import MAX_K, NeighbourFilter, SimilarityError
 from ..storage.store import Store
 
@@ -174,13 +174,23 @@ async def record_view(datasette, request) -> dict:
     exclude = tuple(dict.fromkeys(p for p in args.getlist("exclude_provider") if p))
     exclude_subject = (args.get("exclude_subject") or "").lower() in TRUE_VALUES
     base = _base(datasette, db)
-    data = await db.execute_fn(
-        lambda conn: gallery.record_page(
+    def page(conn) -> dict:
+        data = gallery.record_page(
             conn, int(raw_id), k=k, providers=providers, exclude_providers=exclude,
             exclude_subject=exclude_subject, model=args.get("model") or None, base_url=base, cache_key=db.name,
         )
-    )
+        model = data["record"]["model"]
+        # where each score falls among random pairs of this model (when `map`/`neighbors` stored it)
+        map_page.with_percentiles(data["similar"], distribution.current(conn, model, maps.data_version(conn, model)))
+        subject = {"provider": data["record"]["provider"], "subject_id": data["record"]["subject_id"], "model": model}
+        data["compare_models"] = compare_page.other_models(conn, subject)
+        return data
+
+    data = await db.execute_fn(page)
     record = data["record"]
+    data["compare_links"] = [
+        {"model": m, "url": _url(f"{record['url']}/compare", [("with", m)])} for m in data.pop("compare_models")
+    ]
     path = record["url"]
     keep = [("k", k if k != DEFAULT_K else None), ("exclude_subject", "1" if exclude_subject else None)]
     this = record["provider"]
@@ -571,12 +581,75 @@ async def judge_view(datasette, request) -> Response:
         return await _error(datasette, request, as_json, str(ex), 404)
 
 
+# ---------------------------------------------------------------- models side by side
+@_handler("embeddings_compare_record.html")
+async def compare_record_view(datasette, request) -> dict:
+    db = await _database(datasette, request)
+    raw_id = request.url_vars["record_id"]
+    if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):
+        raise ViewError(f"record id must be a whole number, got '{raw_id[:40]}'", status=404)
+    args = request.args
+    k = int_param(args, "k", agreement.DEFAULT_K, 1, agreement.MAX_K)
+    base = _base(datasette, db)
+
+    def page(conn):
+        record = Store(conn).record(int(raw_id))
+        if record is None:
+            raise NotFoundError(f"no record with id {raw_id}")
+        others = compare_page.other_models(conn, record)
+        other = args.get("with") or (others[0] if others else None)
+        if other is None:
+            raise NotFoundError(f"no other model holds subject {record['subject_id']} ({record['provider']}): nothing to compare")
+        return compare_page.compare_record(conn, int(raw_id), other, k, base)
+
+    data = await db.execute_fn(page)
+    path = f"{base}/{raw_id}/compare"
+    data["model_links"] = [
+        {"model": m, "url": _url(path, [("with", m), ("k", k if k != agreement.DEFAULT_K else None)]),
+         "selected": m == data["b"]["model"]}
+        for m in data["models"]
+    ]
+    data["database"] = db.name
+    data["gallery_url"] = base
+    data["json_url"] = _url(path + ".json", _params(request))
+    return data
+
+
+@_handler("embeddings_compare.html")
+async def compare_models_view(datasette, request) -> dict:
+    await datasette.ensure_permissions(request.actor, ["view-instance"])
+    args = request.args
+    name = args.get("database") or ""
+    if not name:
+        names = [n for n in datasette.databases if n != "_internal"]
+        if len(names) != 1:
+            raise ViewError(f"name the database: ?database=... (one of: {', '.join(names) or 'none'})")
+        name = names[0]
+    try:
+        db = datasette.get_database(name)
+    except KeyError:
+        raise ViewError(f"no database '{name[:60]}'", status=404)
+    await datasette.ensure_permissions(request.actor, [("view-database", db.name), "view-instance"])
+    if not await db.execute_fn(gallery.has_embeddings_tables):
+        raise ViewError(f"database '{db.name}' has no records and models tables", status=404)
+    k = int_param(args, "k", agreement.DEFAULT_K, 1, agreement.MAX_K)
+    a, b = args.get("a") or "", args.get("b") or ""
+    base = _base(datasette, db)
+    data = await db.execute_fn(lambda conn: compare_page.agreement_page(conn, a, b, k, base))
+    data["database"] = db.name
+    data["overview_url"] = datasette.urls.path("/-/embeddings")
+    data["json_url"] = _url(datasette.urls.path("/-/embeddings/compare.json"), _params(request))
+    return data
+
+
 def routes() -> list[tuple[str, Callable]]:
     db = r"^/(?P<database>[^/]+)/-/"
     return [
         (r"^/-/embeddings(?P<format>\.json)?$", overview_view),
+        (r"^/-/embeddings/compare(?P<format>\.json)?$", compare_models_view),
         (db + r"gallery(?P<format>\.json)?$", gallery_view),
         (db + r"gallery/similar(?P<format>\.json)?$", similar_view),
+        (db + r"gallery/(?P<record_id>[^/]+?)/compare(?P<format>\.json)?$", compare_record_view),
         (db + r"map\.json$", map_json_view),
         (db + r"map/records(?P<format>\.json)$", map_records_view),
         (db + r"map$", map_view),
