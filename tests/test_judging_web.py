@@ -252,3 +252,46 @@ def test_evaluation_of_real_links_and_their_staleness(linked_db, tmp_path):
     data = json.loads(result.output)
     assert data["groups"] == [] and data["stale_runs"][0]["model"] == "m-8"
     assert "Left out, stale: m-8 depiction links from met to rijks" in CliRunner().invoke(cli, ["evaluate", str(linked_db)]).output
+
+
+# ---------------------------------------------------------------- the judged filter of the links page
+def _keys(body):
+    return [(link["source_key"], link["target_key"]) for link in body["links"]]
+
+
+def test_judged_filter_on_stored_links(linked_db):
+    ds = Datasette([str(linked_db)])
+    base = f"/{linked_db.stem}/-/links.json?model=m-8&size=100"
+    every = fetch(ds, base).json()
+    assert len(every["links"]) == 40
+    judged = [link for link in every["links"] if link["judgements"]]
+    assert len(judged) == 1
+    pair = (judged[0]["source_key"], judged[0]["target_key"])
+    assert _keys(fetch(ds, base + "&judged=yes").json()) == [pair]
+    assert _keys(fetch(ds, base + "&judged=no+link").json()) == [pair]
+    assert _keys(fetch(ds, base + "&judged=similar+object").json()) == []
+    rest = _keys(fetch(ds, base + "&judged=no").json())
+    assert len(rest) == 39 and pair not in rest
+    csv_text = fetch(ds, f"/{linked_db.stem}/-/links.csv?model=m-8&judged=yes").text
+    assert len(csv_text.strip().splitlines()) == 2  # the header and the one judged link
+
+
+def test_judged_filter_on_links_computed_on_the_fly(loaded_db, tmp_path):
+    ds = Datasette([str(loaded_db)])
+    base = f"/{loaded_db.stem}/-/links.json?model=m-8&from=met&to=rijks&size=100"
+    every = fetch(ds, base).json()
+    assert every["mode"] == "computed" and every["links"]
+    first = every["links"][3]
+    path = tmp_path / "j.csv"
+    path.write_text("model,source_provider,source_key,target_provider,target_key,label,judged_by\n"
+                    f"m-8,met,{first['source_key']},rijks,{first['target_key']},similar object,ann\n")
+    assert CliRunner().invoke(cli, ["judgements", "import", str(loaded_db), str(path)]).exit_code == 0
+    assert _keys(fetch(ds, base + "&judged=yes").json()) == [(first["source_key"], first["target_key"])]
+    assert _keys(fetch(ds, base + "&judged=similar+object").json()) == [(first["source_key"], first["target_key"])]
+    assert len(fetch(ds, base + "&judged=no").json()["links"]) == len(every["links"]) - 1
+
+
+def test_judged_filter_bad_value_is_400(linked_db):
+    ds = Datasette([str(linked_db)])
+    r = fetch(ds, f"/{linked_db.stem}/-/links.json?judged=maybe")
+    assert r.status_code == 400 and "judged must be one of" in r.json()["error"]

@@ -209,3 +209,47 @@ def verdicts(conn) -> dict[tuple[str, str, str, str, str], Judgement]:
     for j in current(conn):  # oldest first, so the newest ends up stored
         out[(j.level, *j.pair)] = j
     return out
+
+
+#: what ``judged=`` accepts on the links page: yes, no, or one label (the link's newest verdict)
+JUDGED_CHOICES = ("yes", "no") + LABELS
+
+
+def check_judged(value: str | None) -> str | None:
+    """A ``judged`` filter value, checked; InvalidRequestError names the choices."""
+    if value is None or value == "":
+        return None
+    if value not in JUDGED_CHOICES:
+        raise InvalidRequestError(f"judged must be one of {', '.join(JUDGED_CHOICES)}, got '{value[:40]}'")
+    return value
+
+
+def judged_sql(conn, judged: str, table: str = "links") -> tuple[str, list]:
+    """A WHERE term keeping the rows of ``table`` (a links-shaped table) that match the filter.
+
+    ``yes``: the pair has a judgement at the link's level (any model, anyone); ``no``:
+    it has none; a label: the pair's newest judgement has that label.  One indexed
+    lookup per row (the unique index starts with the pair).
+    """
+    if not table_exists(conn):
+        return ("1" if judged == "no" else "0"), []
+    pair = (
+        f"j.source_provider = {table}.source_provider and j.source_key = {table}.source_key "
+        f"and j.target_provider = {table}.target_provider and j.target_key = {table}.target_key and j.level = {table}.level"
+    )
+    if judged == "yes":
+        return f"exists (select 1 from link_judgements j where {pair})", []
+    if judged == "no":
+        return f"not exists (select 1 from link_judgements j where {pair})", []
+    return f"(select j.label from link_judgements j where {pair} order by j.judged_at desc, j.id desc limit 1) = ?", [judged]
+
+
+def filter_rows(conn, rows: Sequence[dict], judged: str) -> list[dict]:
+    """The same filter over link dicts held in memory (links computed on the fly)."""
+    found = verdicts(conn)
+    out = []
+    for row in rows:
+        verdict = found.get((row["level"], row["source_provider"], row["source_key"], row["target_provider"], row["target_key"]))
+        if (judged == "yes" and verdict) or (judged == "no" and not verdict) or (verdict and verdict.label == judged):
+            out.append(row)
+    return out

@@ -24,6 +24,7 @@ import numpy as np
 from .gallery import card
 from ..errors import InvalidRequestError, NotFoundError
 from ..search import links as engine, memory_index as fast_index
+from ..storage import judgements
 from ..storage.store import Store, record_from_row
 
 DEFAULT_SIZE = 50
@@ -55,6 +56,7 @@ class LinkQuery:
     after: tuple | None = None
     size: int = DEFAULT_SIZE
     k: int = DEFAULT_K
+    judged: str | None = None  # yes, no, or a label: see storage.judgements.judged_sql
 
 
 @dataclass
@@ -158,6 +160,7 @@ def parse(args) -> LinkQuery:
         after=parse_after(args.get("after"), sort),
         size=_int(args, "size", DEFAULT_SIZE, 1, MAX_SIZE),
         k=_int(args, "k", DEFAULT_K, 1, MAX_K),
+        judged=judgements.check_judged(args.get("judged")),
     )
 
 
@@ -197,6 +200,10 @@ def _stored_rows(conn, q: LinkQuery, stale: Sequence[dict], limit: int) -> list[
     if q.max is not None:
         where.append("similarity <= ?")
         params.append(q.max)
+    if q.judged:
+        term, values = judgements.judged_sql(conn, q.judged)
+        where.append(term)
+        params.extend(values)
     for run in stale:  # never serve a stale run's rows
         where.append("not (model = ? and level = ? and source_provider = ? and target_provider = ?)")
         params.extend([run["model"], run["level"], run["source_provider"], run["target_provider"]])
@@ -365,6 +372,8 @@ def fetch(conn, q: LinkQuery, settings: LinksSettings, cache_key: str = "") -> L
         return LinkRows([], False, "none", runs, stale)
     rows, about = found
     kept = _filter_computed(rows, q)
+    if q.judged:
+        kept = judgements.filter_rows(conn, kept, q.judged)
     return LinkRows(kept[: q.size], len(kept) > q.size, "computed", runs, stale, about)
 
 
@@ -451,4 +460,4 @@ def choices(conn) -> dict:
     providers = [r[0] for r in conn.execute("select distinct provider from records order by provider")]
     fused = sorted({r["model"] for r in engine.stored_runs(conn).values() if r["model"].startswith(engine.FUSED_PREFIX)})
     return {"models": models + fused, "providers": providers, "levels": list(engine.LEVELS),
-            "comparisons": list(engine.COMPARISONS), "sorts": list(SORTS)}
+            "comparisons": list(engine.COMPARISONS), "sorts": list(SORTS), "judged": list(judgements.JUDGED_CHOICES)}

@@ -310,7 +310,7 @@ async def links_html_or_json(datasette, request) -> dict:
     data["csv_url"] = _url(base + ".csv", here)
     data["query"] = {
         "from": q.source, "to": list(q.targets), "model": q.model, "level": q.level, "comparison": q.comparison,
-        "min": q.min, "max": q.max, "sort": q.sort, "size": q.size, "k": q.k,
+        "min": q.min, "max": q.max, "sort": q.sort, "size": q.size, "k": q.k, "judged": q.judged,
     }
     data["database"] = db.name
     data["links_url"] = base
