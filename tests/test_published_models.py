@@ -60,10 +60,12 @@ def test_publisher_spellings_and_short_aliases_reach_one_model():
     assert llm.get_embedding_model("ViT-g-14/laion2b_s34b_b88k").model_id == "laion/CLIP-ViT-g-14-laion2B-s34B-b88K"
     assert runtime.get_model("apple/MobileCLIP-S1") is runtime.get_model("apple/mobileclip_s1")
     assert catalogue.find("APPLE/MOBILECLIP_S1").label == "apple/mobileclip_s1"
+    # the checkpoint's repository name answers too
+    assert llm.get_embedding_model("apple/MobileCLIP-S1-OpenCLIP").model_id == "apple/mobileclip_s1"
 
 
 def test_every_label_and_alias_is_unique():
-    names = [n for spec in catalogue.SPECS for n in (spec.label, *spec.aliases)]
+    names = [n for model, aliases in adapters.embedding_models() for n in (model.model_id, *aliases)]
     assert len(names) == len(set(names))
 
 
@@ -327,3 +329,13 @@ def test_check_model_reports_a_dead_preview_link_and_goes_on(published_db):
 def test_check_model_refuses_a_preview_that_is_not_http():
     with pytest.raises(ValueError, match="http"):
         model_check.fetch_image("file:///etc/passwd")
+
+
+def test_check_model_names_a_label_no_model_answers_to(small_parquet, tmp_path):
+    db = tmp_path / "small.db"
+    loader.load(str(db), [str(small_parquet)])
+    result = CliRunner().invoke(cli.cli, ["check-model", str(db), "m-8"])
+    assert result.exit_code == 1
+    assert "no embedding model answers to 'm-8'" in result.output and "--llm-model" in result.output
+    result = CliRunner().invoke(cli.cli, ["check-model", str(db), "nope"])
+    assert result.exit_code == 1 and "m-4, m-8" in result.output

@@ -24,7 +24,13 @@ def embedding_model(spec: ModelSpec) -> llm.EmbeddingModel:
 
 def embedding_models() -> list[tuple[llm.EmbeddingModel, tuple[str, ...]]]:
     """Every published model with its aliases, for llm's ``register_embedding_models`` hook."""
-    return [(embedding_model(spec), spec.aliases) for spec in SPECS]
+    return [(embedding_model(spec), _aliases(spec)) for spec in SPECS]
+
+
+def _aliases(spec: ModelSpec) -> tuple[str, ...]:
+    # the checkpoint's repository name answers too (a file may be labelled with it)
+    extra = (spec.checkpoint,) if spec.checkpoint not in (spec.label, *spec.aliases) else ()
+    return (*spec.aliases, *extra)
 
 
 __all__ = ["SPECS", "ModelSpec", "embedding_model", "embedding_models", "find"]

@@ -1,7 +1,8 @@
 """MobileCLIP run by open_clip (its FastViT image towers come from timm).
 
-open_clip builds the architecture from its own configuration (``MobileCLIP-S1`` ...)
-and returns the preprocessing the checkpoint was published with: for MobileCLIP, the
+open_clip builds the architecture from its own configuration (``MobileCLIP-S1`` with
+the pretrained tag ``datacompdr``, whose weights are ``apple/MobileCLIP-S1-OpenCLIP``) and
+returns the preprocessing the checkpoint was published with: for MobileCLIP, the
 shortest side resized to 256 (bilinear), a 256x256 centre crop, pixels scaled to 0-1
 and *no* mean/std normalisation.  Texts go through open_clip's tokenizer for the same
 architecture (77 tokens).  Vectors are L2-normalised, as open_clip's
@@ -59,10 +60,13 @@ class OpenClipModel(llm.EmbeddingModel):
                 f"({type(ex).__name__}: {ex}): pip install 'datasette-embeddings[mobileclip]'"
             ) from None
         checkpoints.require(self.spec, *OPEN_CLIP_WEIGHTS)
-        name = f"hf-hub:{self.spec.checkpoint}"
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(name, device="cpu")
-            tokenizer = open_clip.get_tokenizer(name)
+            # open_clip's own architecture and pretrained tag: its table points the tag at the
+            # checkpoint repository and carries the published preprocessing (mean 0, std 1, bilinear)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.spec.open_clip_name, pretrained=self.spec.open_clip_pretrained, device="cpu"
+            )
+            tokenizer = open_clip.get_tokenizer(self.spec.open_clip_name)
         except Exception as ex:
             raise checkpoints.load_failed(self.spec, ex) from ex
         model.eval()
