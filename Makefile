@@ -31,6 +31,7 @@ demo-db: install
 	$(VENV)/bin/datasette-embeddings load demo.db demo/data
 	$(VENV)/bin/datasette-embeddings links demo.db --from met --to brooklyn --model sentence-transformers/all-MiniLM-L6-v2 --k 5 --quiet
 	$(VENV)/bin/datasette-embeddings judgements import demo.db demo/judgements.csv
+	$(VENV)/bin/datasette-embeddings map demo.db
 
 demo: demo-db
 	$(VENV)/bin/datasette serve demo.db --metadata metadata.yml --template-dir templates \

