@@ -24,6 +24,10 @@ def startup(datasette):
     models.warm_in_background(datasette)
     # validates fast_index settings now; builds each model's in-memory index in a thread
     index_warmup.warm_in_background(datasette)
+    # validates who may judge links (the judges allow block) now
+    from .web import judging
+
+    judging.check_config(datasette)
     # requests side by side, one BLAS thread each (fast_index.blas_threads, default 1)
     from .search import blas_threads, memory_index as fast_index
 

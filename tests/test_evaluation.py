@@ -170,3 +170,23 @@ def test_the_threshold_is_the_lowest_that_reaches_the_target():
     assert evaluation.threshold_reaching(rows, 0.9) == 0.4
     assert evaluation.threshold_reaching(rows, 0.5) == 0.3
     assert evaluation.threshold_reaching(rows[:2], 0.9) is None
+
+
+def test_fused_rankings_are_evaluated_beside_their_models(tmp_path, loaded_db):
+    result = CliRunner().invoke(cli, ["links", str(loaded_db), "--from", "met", "--to", "rijks", "--model", "m-8", "--model", "m-4", "--k", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    conn = connect(str(loaded_db), readonly=True)
+    top = conn.execute("select source_key, target_key from links where model like 'fused:%' order by similarity desc, id limit 1").fetchone()
+    under = {m for (m,) in conn.execute("select model from links where source_key = ? and target_key = ?", list(top))}
+    conn.close()
+    path = tmp_path / "j.csv"
+    path.write_text("model,source_provider,source_key,target_provider,target_key,label,judged_by\n"
+                    f"fused:m-4+m-8,met,{top[0]},rijks,{top[1]},same object,ann\n")
+    judgements_io.import_file(str(loaded_db), str(path))
+    groups = {g["model"]: g for g in report(loaded_db)["groups"]}
+    assert set(groups) == {"m-4", "m-8", "fused:m-4+m-8"}
+    fused = groups["fused:m-4+m-8"]
+    assert (fused["links"], fused["judged"], fused["positive"]) == (40, 1, 1)
+    # the same pair's verdict counts for each model that linked it too
+    for label in ("m-4", "m-8"):
+        assert groups[label]["judged"] == (1 if label in under else 0)

@@ -295,3 +295,9 @@ def test_judged_filter_bad_value_is_400(linked_db):
     ds = Datasette([str(linked_db)])
     r = fetch(ds, f"/{linked_db.stem}/-/links.json?judged=maybe")
     assert r.status_code == 400 and "judged must be one of" in r.json()["error"]
+
+
+def test_a_malformed_judges_block_stops_the_start(loaded_db):
+    ds = Datasette([str(loaded_db)], metadata={"plugins": {"datasette-embeddings": {"judges": "alice"}}})
+    with pytest.raises(Exception, match="judges must be an allow block"):
+        asyncio.run(ds.invoke_startup())
