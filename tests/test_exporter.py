@@ -181,7 +181,7 @@ def test_a_signalled_export_leaves_nothing(tmp_path, large_db, sig):
         while time.time() < deadline and proc.poll() is None and not _open_files_in(proc.pid, out_dir):
             time.sleep(0.002)
         assert proc.poll() is None, "the export finished before it could be interrupted"
-        time.sleep(0.2)  # some rows written
+        time.sleep(0.05)  # some rows written
         proc.send_signal(sig)
         proc.wait(timeout=60)
     finally:

@@ -326,3 +326,49 @@ def test_sqlite_full_is_a_clear_error_on_any_filesystem(tmp_path, monkeypatch, t
         assert counts_per_provider(db) == {"seed": 20}
     else:
         assert not any(p.name.startswith("capped.db") for p in tmp_path.iterdir())
+
+
+def test_a_download_that_fills_the_temporary_folder_is_a_clear_error(small_disk, too_big, tmp_path):
+    """URLs are streamed to TMPDIR first: a full TMPDIR is named, and the partial download removed."""
+    import http.server
+
+    payload = too_big.read_bytes()  # more than the 3 MB disk holds
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/big.parquet"
+    db = tmp_path / "web.db"
+    try:
+        proc = subprocess.run([CLI_BIN, "load", str(db), url], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "TMPDIR": str(small_disk)})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"Error: {url}: could not download: the disk holding the temporary folder {small_disk} is full")
+    assert os.listdir(small_disk) == []
+    assert not any(p.name.startswith("web.db") for p in tmp_path.iterdir())
+
+
+def test_ctrl_c_during_a_first_load_leaves_no_database(tmp_path, monkeypatch):
+    source = tmp_path / "some.parquet"
+    write_parquet(source, make_records(n=50, providers=("a",), models={"m": 8}))
+    db = tmp_path / "interrupted.db"
+
+    def interrupt(rows: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        loader.load(str(db), [str(source)], batch_size=10, progress=interrupt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["some.parquet"]

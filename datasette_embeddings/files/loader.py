@@ -107,6 +107,11 @@ def local_copy(source: str) -> Iterator[str]:
         except urllib.error.HTTPError as ex:
             raise LoadError(f"{source}: could not download (HTTP {ex.code} {ex.reason})") from None
         except (urllib.error.URLError, OSError, ValueError) as ex:
+            if is_disk_full(ex):
+                raise LoadError(
+                    f"{source}: could not download: the disk holding the temporary folder "
+                    f"{os.path.dirname(path)} is full (set TMPDIR to a folder with room)"
+                ) from None
             reason = getattr(ex, "reason", ex)
             raise LoadError(f"{source}: could not download ({reason})") from None
         yield path
