@@ -250,3 +250,16 @@ def test_export_reads_each_model_with_one_statement(db, monkeypatch):
     assert len(rows) == 24
     reads = [s for s in statements if "join vec_" in s]
     assert len(reads) == 2 and all("limit" not in s.lower() for s in reads)
+
+
+def test_export_row_groups_are_bounded_by_bytes(tmp_path):
+    """2,200 records of 8,192-d vectors (72 MB) are not held as one 10,000-row group."""
+    src = tmp_path / "wide.parquet"
+    write_synthetic(src, 2_200, 8_192, provider="p", model="wide", seed=2, row_group_size=500)
+    db = tmp_path / "wide.db"
+    loader.load(str(db), [str(src)])
+    out = tmp_path / "wide-out.parquet"
+    assert exporter.export(str(db), str(out)) == 2_200
+    meta = pq.ParquetFile(out).metadata
+    assert meta.num_row_groups >= 2
+    assert all(meta.row_group(i).total_byte_size < 48 << 20 for i in range(meta.num_row_groups))

@@ -155,7 +155,7 @@ def export(db_path: str, out_path: str, *, providers: Sequence[str] = (), models
         _check_selection(store, providers, models)
         with replaced_atomically(target) as out:
             with ParquetRecordWriter(out) as writer:
-                for rows in store.iter_stored_rows(providers=providers, models=models):
+                for rows in store.iter_stored_rows(providers=providers, models=models, batch_size=256):
                     writer.write_stored(rows)
         return writer.count
     finally:

@@ -505,9 +505,13 @@ class ParquetRecordWriter:
     store's row form (:meth:`write_stored`); one writer takes one kind.
     """
 
-    def __init__(self, where, *, row_group_size: int = 10_000):
+    def __init__(self, where, *, row_group_size: int = 10_000, row_group_bytes: int = 32 << 20):
         self.path = where if isinstance(where, str) else getattr(where, "name", None)
         self.row_group_size = row_group_size
+        #: stored rows are also flushed at this many bytes of vectors and attributes, so
+        #: 10,000 rows of 8,192-d vectors (330 MB) are never held at once
+        self.row_group_bytes = row_group_bytes
+        self._pending_bytes = 0
         self._writer = pq.ParquetWriter(where, CANONICAL_SCHEMA, compression="zstd")
         self._pending: list[dict] = []
         self._pending_stored: list[tuple] = []
@@ -521,7 +525,8 @@ class ParquetRecordWriter:
     def write_stored(self, rows: Sequence[tuple]) -> None:
         """Rows as :func:`stored_rows_to_arrow` takes them."""
         self._pending_stored.extend(rows)
-        if len(self._pending_stored) >= self.row_group_size:
+        self._pending_bytes += sum(len(row[5]) + len(row[6]) for row in rows)
+        if len(self._pending_stored) >= self.row_group_size or self._pending_bytes >= self.row_group_bytes:
             self.flush()
 
     def flush(self) -> None:
@@ -533,6 +538,7 @@ class ParquetRecordWriter:
             self._writer.write_table(stored_rows_to_arrow(self._pending_stored))
             self.count += len(self._pending_stored)
             self._pending_stored = []
+            self._pending_bytes = 0
 
     def close(self) -> None:
         self.flush()
