@@ -70,6 +70,7 @@ setup(
             "sentencepiece",
             "protobuf",
             "faiss-cpu>=1.8",
+            "umap-learn>=0.5",
         ],
     },
 )

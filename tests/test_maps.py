@@ -1,4 +1,5 @@
 """The `map` command: stored 2D layouts, k-means clusters with word labels, similarity distributions."""
+import sys
 from collections import Counter
 
 import numpy as np
@@ -132,12 +133,8 @@ def test_unknown_model_and_bad_method(planted_db):
     assert result.exit_code == 2
 
 
-def test_umap_without_the_extra_says_how_to_install_it(planted_db):
-    try:
-        import umap  # noqa: F401
-        pytest.skip("umap-learn is installed")
-    except ImportError:
-        pass
+def test_umap_without_the_extra_says_how_to_install_it(planted_db, monkeypatch):
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed: import fails
     db, _ = planted_db
     result = CliRunner().invoke(cli, ["map", str(db), "--method", "umap"])
     assert result.exit_code == 1 and "pip install 'datasette-embeddings[umap]'" in result.output
@@ -213,3 +210,21 @@ def test_neighbors_also_stores_the_distribution(tmp_path):
     assert CliRunner().invoke(cli, ["neighbors", str(db), "--k", "3"]).exit_code == 0
     conn = connect(str(db))
     assert distribution.current(conn, "m-8", maps.data_version(conn, "m-8"))[-1] <= 1.0
+
+
+def test_umap_layout_keeps_planted_clusters_apart(planted_db):
+    pytest.importorskip("umap")
+    db, truth = planted_db
+    result = CliRunner().invoke(cli, ["map", str(db), "--method", "umap", "--clusters", "5"])
+    assert result.exit_code == 0, result.output
+    conn = connect(str(db))
+    rows = conn.execute(
+        "select r.depiction_id, p.x, p.y from projection_points p join records r on r.id = p.record_id"
+    ).fetchall()
+    assert len(rows) == len(truth) and maps.status(conn, "m-16")["method"] == "umap"
+    xy = np.array([(x, y) for _, x, y in rows])
+    labels = np.array([truth[d] for d, _, _ in rows])
+    # every point is nearer its own theme's centre on the map than any other theme's
+    centres = np.array([xy[labels == t].mean(axis=0) for t in range(len(THEMES))])
+    nearest = np.argmin(((xy[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
+    assert (nearest == labels).mean() >= 0.95

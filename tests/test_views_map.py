@@ -222,3 +222,11 @@ def test_record_page_shows_where_each_score_falls(ds, planted):
     other = connect(str(planted[0])).execute("select id from records where model = 'unmapped-4' limit 1").fetchone()[0]
     data = fetch(ds, f"/planted/-/gallery/{other}.json?k=3").json()
     assert all(c["percentile"] is None for c in data["similar"])
+
+
+def test_links_show_where_each_score_falls(ds):
+    data = fetch(ds, "/planted/-/links.json?model=m-16&from=met&k=2").json()
+    assert data["links"]
+    for link in data["links"]:
+        assert link["percentile"] is not None and link["percentile_text"].startswith("higher than ")
+    assert "of pairs under this model" in fetch(ds, "/planted/-/links?model=m-16&from=met&k=2").text

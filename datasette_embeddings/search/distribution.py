@@ -83,6 +83,13 @@ def current(conn, label: str, data_version: str) -> list[float] | None:
     return json.loads(row[1])
 
 
+def for_model(conn, label: str) -> list[float] | None:
+    """The stored quantiles of ``label`` while current for its vectors (None when absent or stale)."""
+    from . import memory_index as fast_index
+
+    return current(conn, label, json.dumps(fast_index.data_token(conn, label)))
+
+
 def describe(percent: float | None) -> str | None:
     """'higher than 99.7% of pairs' (one decimal, never rounding up to a claim of 100%)."""
     if percent is None:

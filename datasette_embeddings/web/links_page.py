@@ -14,6 +14,7 @@ client walks; the CSV twin streams every matching row.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ import numpy as np
 
 from .gallery import card
 from ..errors import InvalidRequestError, NotFoundError
-from ..search import links as engine, memory_index as fast_index
+from ..search import distribution, links as engine, memory_index as fast_index
 from ..storage import judgements
 from ..storage.store import Store, record_from_row
 
@@ -397,12 +398,19 @@ def links_page(conn, q: LinkQuery, settings: LinksSettings, *, record_base: str,
     found = fetch(conn, q, settings, cache_key)
     records = _records(conn, [r["source_id"] for r in found.rows] + [r["target_id"] for r in found.rows])
     links = []
+    quantiles: dict[str, list[float] | None] = {}  # per model: where a score falls among random pairs
     for row in found.rows:
         source = records.get(row["source_id"]) or _missing(row["source_id"])
         target = records.get(row["target_id"]) or _missing(row["target_id"])
+        model = row["model"]
+        if model not in quantiles:  # a fused label has no stored distribution: nothing is shown
+            quantiles[model] = distribution.for_model(conn, model) if not model.startswith("fused:") else None
+        percent = distribution.percentile(quantiles[model], float(row["similarity"])) if quantiles[model] else None
         links.append({
             **{k: row[k] for k in _COLUMNS},
             "similarity": round(float(row["similarity"]), 6),
+            "percentile": None if percent is None else math.floor(percent * 100) / 100,
+            "percentile_text": distribution.describe(percent),
             "source": card(source, None, f"{record_base}/{row['source_id']}"),
             "target": card(target, None, f"{record_base}/{row['target_id']}"),
         })
