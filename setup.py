@@ -11,7 +11,8 @@ def get_long_description():
 
 
 setup(
-    name="datasette-embeddings",
+    # not "datasette-embeddings": that name on PyPI is another project (README, "The name")
+    name="datasette-museum-embeddings",
     description="Publish and explore museum collection embeddings (shared Parquet format) with Datasette, SQLite and sqlite-vec",
     long_description=get_long_description(),
     long_description_content_type="text/markdown",

@@ -39,8 +39,20 @@ class CommandError(click.ClickException):
         return printable(self.message)
 
 
+def _version() -> str:
+    """This distribution's version (named datasette-museum-embeddings; an older install may still carry the old name)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("datasette-museum-embeddings", "datasette-embeddings"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "unknown"
+
+
 @click.group()
-@click.version_option(package_name="datasette-embeddings")
+@click.version_option(version=_version(), prog_name="datasette-embeddings")
 def cli() -> None:
     """Load, export and inspect shared museum embeddings in SQLite."""
 

@@ -11,6 +11,7 @@ from datasette.app import Datasette
 from tests.gallery_fixtures import fetch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+DIST_NAME = "datasette-museum-embeddings"  # setup.py's name; the test below checks they agree
 OUR_TEMPLATES = sorted(p.name for p in (ROOT / "templates").glob("*.html"))
 
 
@@ -21,7 +22,9 @@ def test_the_templates_we_ship_exist():
 
 def test_datasette_lists_our_templates_from_the_installed_package():
     plugins = fetch(Datasette([]), "/-/plugins.json").json()
-    (ours,) = [p for p in plugins if p["name"] == "datasette-embeddings"]
+    # found by its hooks: an environment installed before the rename lists the old distribution name
+    (ours,) = [p for p in plugins if "register_routes" in p["hooks"] and "canned_queries" in p["hooks"]]
+    assert ours["name"] in (DIST_NAME, "datasette-embeddings")
     assert ours["templates"] is True
     assert {"register_routes", "render_cell", "canned_queries", "table_actions", "database_actions"} <= set(ours["hooks"])
 
@@ -49,7 +52,7 @@ def wheel(tmp_path_factory) -> pathlib.Path:
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
         check=True, capture_output=True, timeout=300,
     )
-    (whl,) = out.glob("datasette_embeddings-*.whl")
+    (whl,) = out.glob("datasette_museum_embeddings-*.whl")
     return whl
 
 
@@ -63,3 +66,23 @@ def test_wheel_contains_the_templates(wheel):
 
 def test_wheel_contains_the_map_script(wheel):
     assert "datasette_embeddings/static/map.js" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_wheel_is_the_one_the_readme_publishes(wheel):
+    """README's publish line installs the wheel `pip wheel` builds, under our distribution name."""
+    readme = (ROOT / "README.md").read_text()
+    assert f"--install 'wheels/{wheel.name}" in readme or f"--install wheels/{wheel.name}" in readme
+
+
+def test_setup_and_readme_use_our_own_distribution_name():
+    """'datasette-embeddings' on PyPI is another project: README must never tell people to install it."""
+    import re
+
+    setup = (ROOT / "setup.py").read_text()
+    assert re.search(r'name="([^"]+)"', setup).group(1) == DIST_NAME
+    readme = (ROOT / "README.md").read_text()
+    installs = re.findall(r"pip install[^\n`]*", readme) + re.findall(r"--install[= ]\S+", readme)
+    wrong = [line for line in installs if re.search(r"(?<![-\w])datasette-embeddings(?![-\w])", line)
+             and "uninstall" not in line]
+    assert wrong == []
+    assert f"pip install {DIST_NAME}" in readme

@@ -137,7 +137,8 @@ def test_wrong_content_type_is_415(ds):
 @pytest.mark.parametrize(
     "query, status, message",
     [
-        (f"q=x&model={IMAGE_MODEL}", 400, f"model '{IMAGE_MODEL}' cannot embed text"),
+        (f"q=x&model={IMAGE_MODEL}&mode=vector", 400, f"model '{IMAGE_MODEL}' cannot embed text"),
+        ("q=x&mode=fuzzy", 400, "mode must be one of vector, keyword, hybrid"),
         ("q=x&model=nope", 404, "unknown model 'nope'"),
         ("q=x&k=0", 400, "k must be a whole number"),
         ("q=x&k=lots", 400, "k must be a whole number"),

@@ -230,6 +230,35 @@ def m006_model_comparisons(db: Database) -> None:
     )
 
 
+#: the words keyword search reads, as virtual generated columns of ``records``
+#: (computed from ``attributes`` when read, so they cost no storage and can never
+#: disagree with it); ``records_fts`` indexes them.
+KEYWORD_COLUMNS = {
+    "title": "json_extract(attributes, '$.subject_title')",
+    # a text record's words: its `text` attribute, else its preview (which is the text itself)
+    "text": (
+        "coalesce(json_extract(attributes, '$.text'), case when coalesce(json_extract(attributes, '$.type'), 'image') "
+        "= 'text' then json_extract(attributes, '$.preview') end)"
+    ),
+    "creditline": "json_extract(attributes, '$.subject_creditline')",
+}
+#: accents folded, so "Joaquin" finds "Joaquín"
+KEYWORD_TOKENIZER = "unicode61 remove_diacritics 2"
+
+
+@migrations(transactional=False)
+def m007_keyword_index(db: Database) -> None:
+    # Not in one transaction: sqlite-utils' enable_fts runs a script, which commits.
+    # Each step is idempotent instead, so a run stopped half-way completes on the next load.
+    existing = {row[1] for row in db.execute("pragma table_xinfo(records)").fetchall()}
+    for name, expression in KEYWORD_COLUMNS.items():
+        if name not in existing:
+            db.execute(f"alter table records add column {name} text generated always as ({expression}) virtual")
+    # external-content FTS5 over the generated columns; sqlite-utils' triggers keep it
+    # current through every later insert, update and delete, so `load` need not know it exists
+    db["records"].enable_fts(list(KEYWORD_COLUMNS), create_triggers=True, tokenize=KEYWORD_TOKENIZER, replace=True)
+
+
 def pending(db: Database) -> list[str]:
     return [m.name for m in migrations.pending(db)]
 

@@ -12,6 +12,7 @@ whole match set, so page 5,000 costs what page 1 costs.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import threading
@@ -19,7 +20,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from urllib.parse import unquote, urlencode
+
+from datasette.utils import tilde_decode, tilde_encode
+
 from .safe_urls import safe_http_url
+from ..search import keywords
 from ..search.similarity import Neighbour, NeighbourFilter, similar_to_record
 from ..storage.store import Store, record_from_row
 
@@ -34,6 +40,38 @@ class GalleryError(ValueError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+# ---------------------------------------------------------------- stable addresses
+GALLERY_MARKER = "/-/gallery/"
+
+
+def record_address(database_path: str, provider: str, depiction_id: str, model: str | None = None) -> str:
+    """``/<db>/-/record/<provider>/<depiction_id>[?model=...]``: an address that survives reloads.
+
+    Record ids depend on load order; provider and depiction id are the record's
+    own key.  Both are tilde-encoded as Datasette encodes table names (every
+    character but letters, digits, ``_`` and ``-``), so ``/``, ``.``, ``?``, ``#``
+    and ``%`` in museum ids round-trip and a trailing ``.json`` stays unambiguous.
+    """
+    path = f"{database_path}/-/record/{tilde_encode(provider)}/{tilde_encode(depiction_id)}"
+    return path + ("?" + urlencode({"model": model}) if model else "")
+
+
+def decode_address_part(part: str) -> str:
+    """One tilde-encoded segment back to the id; %-escapes a client added are undone first.
+
+    Our addresses never hold a literal ``%`` (it is ``~25``), so a ``%`` can only
+    come from a client percent-encoding the path: undoing that first gives back
+    our tilde form, which then decodes to the id.
+    """
+    return tilde_decode(unquote(part))
+
+
+def _address_of(record: dict, record_url: str | None) -> str | None:
+    if not record_url or GALLERY_MARKER not in record_url:
+        return None
+    return record_address(record_url.rsplit(GALLERY_MARKER, 1)[0], record["provider"], record["depiction_id"], record["model"])
 
 
 # ---------------------------------------------------------------- cards
@@ -61,6 +99,7 @@ def card(record: dict, similarity: float | None = None, record_url: str | None =
     return {
         "id": record["id"],
         "url": record_url,
+        "address": _address_of(record, record_url),
         "provider": record["provider"],
         "provider_name": _text(attrs.get("provider_name")) or record["provider"],
         "provider_url": safe_http_url(attrs.get("provider_url")),
@@ -139,31 +178,54 @@ def cards_from_rows(columns: Sequence[str], rows: Iterable, base_url: str) -> li
 # ---------------------------------------------------------------- facets
 @dataclass
 class FacetCounts:
-    """Record counts by (model, provider) and (model, type): two covering-index scans."""
+    """Record counts by (model, provider, type): every facet and total is a sum over these.
 
-    by_model_provider: dict = field(default_factory=dict)
-    by_model_type: dict = field(default_factory=dict)
+    One table of counts for every combination is what keeps the numbers coherent:
+    a facet's counts are taken under all the *other* current filters, and the
+    total under all of them, so a selected value's count always equals the total.
+    """
+
+    by_key: dict = field(default_factory=dict)
 
     @property
     def providers(self) -> list[str]:
-        return sorted({p for _, p in self.by_model_provider})
+        return sorted({p for _, p, _ in self.by_key})
 
     @property
     def models(self) -> list[str]:
-        return sorted({m for m, _ in self.by_model_provider} | {m for m, _ in self.by_model_type})
+        return sorted({m for m, _, _ in self.by_key})
 
     def types(self, model: str | None = None) -> list[str]:
-        return sorted({t for m, t in self.by_model_type if model is None or m == model})
+        return sorted({t for m, _, t in self.by_key if model is None or m == model})
+
+    def providers_under(self, model: str | None) -> list[str]:
+        """Providers holding at least one record under ``model`` (all of them for None)."""
+        return sorted({p for m, p, _ in self.by_key if model is None or m == model})
+
+    @property
+    def by_model_provider(self) -> dict:
+        out: Counter = Counter()
+        for (m, p, _), n in self.by_key.items():
+            out[(m, p)] += n
+        return dict(out)
+
+    @property
+    def by_model_type(self) -> dict:
+        out: Counter = Counter()
+        for (m, _, t), n in self.by_key.items():
+            out[(m, t)] += n
+        return dict(out)
 
 
 _facet_lock = threading.Lock()
 _facet_cache: dict = {}
+COUNTS_SQL = "select model, provider, type, count(*) from records{where} group by model, provider, type"
 
 
 def facet_counts(conn, cache_key: str = "") -> FacetCounts:
     """Counts for the facet lists, cached until the records table changes.
 
-    On a million records the two GROUP BYs take a fraction of a second; the
+    On a million records the GROUP BY takes a fraction of a second; the
     cache makes every later page free.  The key includes the highest id and the
     loader-maintained per-model counts, which change whenever records are loaded.
     """
@@ -173,20 +235,7 @@ def facet_counts(conn, cache_key: str = "") -> FacetCounts:
         hit = _facet_cache.get(key)
     if hit is not None:
         return hit
-    counts = FacetCounts(
-        by_model_provider={
-            (m, p): n
-            for m, p, n in conn.execute(
-                "select model, provider, count(*) from records indexed by records_model_provider group by model, provider"
-            )
-        },
-        by_model_type={
-            (m, t): n
-            for m, t, n in conn.execute(
-                "select model, type, count(*) from records indexed by records_model_type group by model, type"
-            )
-        },
-    )
+    counts = FacetCounts(by_key={(m, p, t): n for m, p, t, n in conn.execute(COUNTS_SQL.format(where=""))})
     with _facet_lock:
         for old in [k for k in _facet_cache if k[0] == cache_key]:
             del _facet_cache[old]
@@ -194,11 +243,36 @@ def facet_counts(conn, cache_key: str = "") -> FacetCounts:
     return counts
 
 
+#: above this many records holding the words, the gallery shows no counts under ``q``:
+#: counting reads every match (about a second per 100,000 at 1M records), listing a page does not
+KEYWORD_COUNT_LIMIT = 20_000
+
+
+def keyword_counts(conn, q: str, limit: int | None = None) -> FacetCounts | None:
+    """The same counts over the records holding the words of ``q``; None when more than ``limit`` do.
+
+    The limit is checked first by reading at most ``limit + 1`` matches, so a
+    common word costs what ``limit`` matches cost, never a pass over all of them.
+    """
+    limit = KEYWORD_COUNT_LIMIT if limit is None else limit
+    found = keywords.matching_ids_sql(q)
+    if found is None or not keywords.has_keyword_index(conn):
+        return FacetCounts()
+    sql, params = found
+    (n,) = conn.execute(f"select count(*) from ({sql} limit ?)", [*params, limit + 1]).fetchone()
+    if n > limit:
+        return None
+    return FacetCounts(by_key={
+        (m, p, t): n for m, p, t, n in conn.execute(COUNTS_SQL.format(where=f" where id in ({sql})"), params)
+    })
+
+
 @dataclass(frozen=True)
 class GalleryFilter:
     providers: tuple[str, ...] = ()
     model: str | None = None
     type: str | None = None
+    q: str | None = None
 
 
 def check_filter(counts: FacetCounts, flt: GalleryFilter | NeighbourFilter, model: str | None = None) -> None:
@@ -216,40 +290,69 @@ def check_filter(counts: FacetCounts, flt: GalleryFilter | NeighbourFilter, mode
         raise GalleryError(f"unknown type '{kind}' (known: {', '.join(counts.types()) or 'none'})")
 
 
+def _passes(flt: GalleryFilter, m: str, p: str, t: str) -> tuple[bool, bool, bool]:
+    return (flt.model is None or m == flt.model, not flt.providers or p in flt.providers, flt.type is None or t == flt.type)
+
+
 def _facets(counts: FacetCounts, flt: GalleryFilter) -> dict:
+    """Each facet counted under every other current filter; values with nothing there are left out.
+
+    A selected value with no records is kept (so it can be unselected) and says why.
+    """
     providers: Counter = Counter()
     models: Counter = Counter()
-    for (m, p), n in counts.by_model_provider.items():
-        if flt.model is None or m == flt.model:
-            providers[p] += n
-        if not flt.providers or p in flt.providers:
-            models[m] += n
     types: Counter = Counter()
-    for (m, t), n in counts.by_model_type.items():
-        if flt.model is None or m == flt.model:
+    for (m, p, t), n in counts.by_key.items():
+        ok_m, ok_p, ok_t = _passes(flt, m, p, t)
+        if ok_m and ok_t:
+            providers[p] += n
+        if ok_p and ok_t:
+            models[m] += n
+        if ok_m and ok_p:
             types[t] += n
 
-    def listing(counter: Counter, selected: Iterable[str]) -> list[dict]:
+    def listing(counter: Counter, selected: Iterable[str], facet: str) -> list[dict]:
         chosen = set(selected)
-        return [{"value": v, "count": counter[v], "selected": v in chosen} for v in sorted(counter)]
+        items = []
+        for v in sorted(set(counter) | chosen):
+            item = {"value": v, "count": counter[v], "selected": v in chosen}
+            if not counter[v]:
+                item["reason"] = f"no {facet} '{v}' records under the other filters"
+            items.append(item)
+        return [i for i in items if i["count"] or i["selected"]]
 
     return {
-        "provider": listing(providers, flt.providers),
-        "model": listing(models, [flt.model] if flt.model else []),
-        "type": listing(types, [flt.type] if flt.type else []),
+        "provider": listing(providers, flt.providers, "provider"),
+        "model": listing(models, [flt.model] if flt.model else [], "model"),
+        "type": listing(types, [flt.type] if flt.type else [], "type"),
     }
 
 
-def _total(counts: FacetCounts, flt: GalleryFilter) -> int | None:
-    """Matching records, when the cached counts can tell (provider and type together cannot)."""
-    if flt.providers and flt.type:
-        return None
+def _total(counts: FacetCounts, flt: GalleryFilter) -> int:
+    """Records matching every filter at once."""
+    return sum(n for (m, p, t), n in counts.by_key.items() if all(_passes(flt, m, p, t)))
+
+
+def empty_reason(full: FacetCounts, flt: GalleryFilter) -> str:
+    """Why nothing matches, naming the filters that exclude each other."""
+    if flt.q:
+        if not any(all(_passes(flt, m, p, t)) for m, p, t in full.by_key):
+            return empty_reason(full, GalleryFilter(flt.providers, flt.model, flt.type))
+        return f"no record's title, text or credit line holds every word of '{flt.q}' under these filters"
+    parts = []
+    if flt.providers:
+        parts.append("provider " + " or ".join(flt.providers))
     if flt.type:
-        return sum(n for (m, t), n in counts.by_model_type.items() if t == flt.type and flt.model in (None, m))
-    return sum(
-        n for (m, p), n in counts.by_model_provider.items()
-        if flt.model in (None, m) and (not flt.providers or p in flt.providers)
-    )
+        parts.append(f"type {flt.type}")
+    where = " with " + " and ".join(parts) if parts else ""
+    if flt.model:
+        under = {p for m, p, _ in full.by_key if m == flt.model}
+        missing = [p for p in flt.providers if p not in under]
+        if missing:
+            return f"{', '.join(missing)} has no records under model '{flt.model}' (it has records under: " + \
+                ", ".join(sorted({m for m, p, _ in full.by_key if p in missing})) + ")"
+        return f"no records under model '{flt.model}'{where}"
+    return f"no records{where}"
 
 
 def _lanes(counts: FacetCounts, flt: GalleryFilter) -> list[tuple[str, list]]:
@@ -276,25 +379,61 @@ def _lanes(counts: FacetCounts, flt: GalleryFilter) -> list[tuple[str, list]]:
     return [("records where 1", [])]
 
 
+def _keyword_rows(conn, flt: GalleryFilter, after: int, size: int) -> list:
+    """Records holding the words, in id order from ``after``: FTS5 walks its rowids in order and stops early."""
+    expression = keywords.match_expression(flt.q or "")
+    if expression is None:
+        return []
+    where, params = keywords.KeywordFilter(flt.model, flt.providers, flt.type).where("r")
+    columns = ", ".join("r." + c.strip() for c in RECORD_COLUMNS.split(","))
+    return conn.execute(
+        f"select {columns} from records_fts f cross join records r on r.id = f.rowid "
+        f"where records_fts match ? and f.rowid > ?{where} order by f.rowid limit ?",
+        [expression, after, *params, size + 1],
+    ).fetchall()
+
+
 def gallery_page(
     conn, flt: GalleryFilter, *, after: int = 0, size: int = DEFAULT_PAGE_SIZE, base_url: str, cache_key: str = ""
 ) -> dict:
     """One page of records matching ``flt`` with ids above ``after``, plus facets."""
     counts = facet_counts(conn, cache_key)
     check_filter(counts, flt)
-    rows: list = []
-    for where, params in _lanes(counts, flt):
-        lane = conn.execute(
-            f"select {RECORD_COLUMNS} from {where} and id > ? order by id limit ?", [*params, after, size + 1]
-        ).fetchall()
-        rows = list(heapq.merge(rows, lane, key=lambda r: r[0]))[: size + 1]
+    if flt.q and keywords.match_expression(flt.q) is None:
+        flt = dataclasses.replace(flt, q=None)  # punctuation only: no words to look for
+    if flt.q and not keywords.has_keyword_index(conn):
+        raise GalleryError("this database has no keyword index yet: run `datasette-embeddings load` on it once to add it")
+    shown = keyword_counts(conn, flt.q) if flt.q else counts
+    uncounted = shown is None
+    if flt.q:
+        rows = _keyword_rows(conn, flt, after, size)
+    else:
+        rows = []
+        for where, params in _lanes(counts, flt):
+            lane = conn.execute(
+                f"select {RECORD_COLUMNS} from {where} and id > ? order by id limit ?", [*params, after, size + 1]
+            ).fetchall()
+            rows = list(heapq.merge(rows, lane, key=lambda r: r[0]))[: size + 1]
     more = len(rows) > size
     rows = rows[:size]
     items = [card(record_from_row(r), None, f"{base_url}/{r[0]}") for r in rows]
+    if uncounted:
+        # too many matches to count: the facets offer the values, without numbers
+        facets = _facets(counts, flt)
+        for items in facets.values():
+            for item in items:
+                item["count"] = None
+                item.pop("reason", None)
+        total = None
+    else:
+        facets = _facets(shown, flt)
+        total = _total(shown, flt)
     return {
-        "filters": {"provider": list(flt.providers), "model": flt.model, "type": flt.type},
-        "total": _total(counts, flt),
-        "facets": _facets(counts, flt),
+        "filters": {"provider": list(flt.providers), "model": flt.model, "type": flt.type, "q": flt.q},
+        "total": total,
+        "counted": not uncounted,
+        "empty_reason": empty_reason(counts, flt) if total == 0 or (total is None and not rows) else None,
+        "facets": facets,
         "items": items,
         "after": after,
         "size": size,
@@ -310,6 +449,25 @@ def sibling_records(conn, record: dict) -> list[dict]:
         [record["provider"], record["depiction_id"]],
     ).fetchall()
     return [{"id": rid, "model": model, "current": rid == record["id"]} for rid, model in rows]
+
+
+def find_by_address(conn, provider: str, depiction_id: str, model: str | None) -> int:
+    """The record id for a stable address; without a model, an image record first, then by model label."""
+    rows = conn.execute(
+        "select id, model, type from records where provider = ? and depiction_id = ? order by type != 'image', model",
+        [provider, depiction_id],
+    ).fetchall()
+    if not rows:
+        raise GalleryError(f"no record with provider '{provider}' and depiction_id '{depiction_id}'", status=404)
+    if model is None:
+        return rows[0][0]
+    for rid, label, _ in rows:
+        if label == model:
+            return rid
+    raise GalleryError(
+        f"provider '{provider}' depiction '{depiction_id}' has no record under model '{model}' "
+        f"(it has: {', '.join(label for _, label, _ in rows)})", status=404,
+    )
 
 
 def resolve_record_id(conn, record_id: int, model: str | None) -> int:
@@ -351,7 +509,8 @@ def record_page(
     return {
         "record": this,
         "models": sibling_records(conn, record),
-        "providers": counts.providers,
+        # only providers with records under this model: another could only return nothing
+        "providers": counts.providers_under(record["model"]),
         "filters": {
             "k": k,
             "provider": list(flt.providers),

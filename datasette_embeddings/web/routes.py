@@ -16,7 +16,7 @@ from datasette.utils.asgi import Forbidden, Response
 
 from . import compare_page, evaluation_page, gallery, judging, links_page, map_page, search_page as search
 from ..errors import EmbeddingsError, InvalidRequestError, NotFoundError, TooLargeError
-from ..search import agreement, distribution, evaluation, maps
+from ..search import agreement, distribution, evaluation, keywords, maps
 from ..search.similarity import MAX_K, NeighbourFilter, SimilarityError
 from ..storage.store import Store
 
@@ -132,6 +132,7 @@ async def gallery_view(datasette, request) -> dict:
         providers=tuple(dict.fromkeys(p for p in args.getlist("provider") if p)),
         model=args.get("model") or None,
         type=args.get("type") or None,
+        q=(args.get("q") or "").strip() or None,
     )
     after = int_param(args, "after", 0, 0, 2**63 - 1)
     size = int_param(args, "size", gallery.DEFAULT_PAGE_SIZE, 1, gallery.MAX_PAGE_SIZE)
@@ -146,6 +147,7 @@ async def gallery_view(datasette, request) -> dict:
         for item in items:
             item["url"] = _facet_toggle_url(base, here, facet, item["value"], item["selected"])
     data["clear_url"] = base
+    data["count_limit"] = gallery.KEYWORD_COUNT_LIMIT
     data["database"] = db.name
     data["search_url"] = datasette.urls.database(db.name) + "/-/search"
     data["table_url"] = datasette.urls.table(db.name, "records")
@@ -219,6 +221,26 @@ async def record_view(datasette, request) -> dict:
     return data
 
 
+# ---------------------------------------------------------------- stable addresses
+async def address_view(datasette, request):
+    """``/<db>/-/record/<provider>/<depiction_id>[.json]``: a redirect to the record's page.
+
+    The page keeps its own (load-order) id in its URL; this address is the one
+    to link to from elsewhere.  Every query parameter but ``model`` is passed on.
+    """
+    as_json = bool(request.url_vars.get("format"))
+    try:
+        db = await _database(datasette, request)
+        provider = gallery.decode_address_part(request.url_vars["provider"])
+        depiction = gallery.decode_address_part(request.url_vars["depiction"])
+        model = request.args.get("model") or None
+        rid = await db.execute_fn(lambda conn: gallery.find_by_address(conn, provider, depiction, model))
+    except (ViewError, gallery.GalleryError) as ex:
+        return await _error(datasette, request, as_json, str(ex), ex.status)
+    target = _url(f"{_base(datasette, db)}/{rid}" + (".json" if as_json else ""), _params(request, drop=("model",)))
+    return _respond(datasette, Response.redirect(target))
+
+
 # ---------------------------------------------------------------- search
 @_handler("embeddings_search.html")
 async def search_view(datasette, request) -> dict:
@@ -237,21 +259,35 @@ async def search_view(datasette, request) -> dict:
     k = int_param({"k": get("k")}, "k", DEFAULT_K, 1, MAX_K)
     providers = tuple(dict.fromkeys(p for p in fields.get("provider", []) if p))
     config = search.embedding_config(datasette)
-    stored, counts = await db.execute_fn(lambda conn: (Store(conn).models(), gallery.facet_counts(conn, db.name)))
+    stored, counts, has_index = await db.execute_fn(
+        lambda conn: (Store(conn).models(), gallery.facet_counts(conn, db.name), keywords.has_keyword_index(conn))
+    )
     models = [search.model_capabilities(m, config) for m in stored]
     data = search.plan_search(
-        models, counts, model_label=get("model") or None, text=get("q"), image=form.image, k=k, providers=providers
+        models, counts, model_label=get("model") or None, text=get("q"), image=form.image, k=k, providers=providers,
+        mode=get("mode") or None, keyword_index=has_index,
     )
     query = data["query"]
-    if query["text"] or query["image"]:
+    base = _base(datasette, db)
+    if query["text"] and query["mode"] == "keyword":
+        data["results"] = await db.execute_fn(
+            lambda conn: search.run_keyword_search(conn, query["text"], query["model"], k=k, providers=providers, base_url=base)
+        )
+    elif query["text"] or query["image"]:
         model = next(m for m in stored if m.label == query["model"])
         vector = await asyncio.to_thread(
             search.query_vector, model, config, text=query["text"], image=form.image
         )
-        base = _base(datasette, db)
-        data["results"] = await db.execute_fn(
-            lambda conn: search.run_search(conn, model.label, vector, k=k, providers=providers, base_url=base)
-        )
+        if query["mode"] == "hybrid":
+            data["results"] = await db.execute_fn(
+                lambda conn: search.run_hybrid_search(conn, model.label, vector, query["text"], k=k, providers=providers, base_url=base)
+            )
+        else:
+            data["results"] = await db.execute_fn(
+                lambda conn: search.run_search(conn, model.label, vector, k=k, providers=providers, base_url=base)
+            )
+    if form.image is not None and not request.url_vars.get("format"):
+        data["query_image"] = await asyncio.to_thread(search.thumbnail_data_url, form.image)
     data["database"] = db.name
     data["gallery_url"] = _base(datasette, db)
     data["search_url"] = datasette.urls.database(db.name) + "/-/search"
@@ -660,4 +696,6 @@ def routes() -> list[tuple[str, Callable]]:
         (db + r"links(?P<format>\.json|\.csv)?$", links_view),
         (db + r"links/evaluation(?P<format>\.json)?$", evaluation_view),
         (db + r"links/judge(?P<format>\.json)?$", judge_view),
+        # tilde-encoded segments hold no "/" and no ".", so ".json" can only be the format
+        (db + r"record/(?P<provider>[^/]+)/(?P<depiction>[^/.]+)(?P<format>\.json)?$", address_view),
     ]

@@ -18,8 +18,9 @@ from typing import Callable
 
 import numpy as np
 
-from .gallery import FacetCounts, GalleryError, check_filter, neighbour_cards
-from ..search.similarity import NeighbourFilter, SimilarityError, check_k, similar_to_vector
+from .gallery import FacetCounts, GalleryError, card, check_filter, neighbour_cards
+from ..search import keywords
+from ..search.similarity import MAX_K, NeighbourFilter, SimilarityError, check_k, similar_to_vector, with_records
 from ..storage.store import ModelInfo
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -140,6 +141,26 @@ def check_image(data: bytes) -> str:
     return fmt
 
 
+def thumbnail_data_url(data: bytes, size: int = 240) -> str | None:
+    """The uploaded image, shrunk and re-encoded by us as a ``data:`` URL to show it back.
+
+    Re-encoding means the page never echoes the visitor's bytes as they came
+    (only pixels PIL decoded), and the page stays small whatever was uploaded.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.thumbnail((size, size))
+            out = io.BytesIO()
+            image.convert("RGB").save(out, format="JPEG", quality=80)
+    except Exception:  # noqa: BLE001 - an image we cannot shrink is simply not shown back
+        return None
+    import base64
+
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
 # ---------------------------------------------------------------- CSRF for uploads
 # asgi-csrf 0.11 cannot read multipart bodies with python-multipart >= 0.0.26 (the
 # version with the CVE-2026-40347 fix): it crashes with a TypeError, see
@@ -204,6 +225,11 @@ def embedding_config(datasette):
     return embedding_backend().config_of(datasette)
 
 
+MODES = ("vector", "keyword", "hybrid")
+#: how many candidates each list contributes to a hybrid search before fusion
+HYBRID_CANDIDATES = 100
+
+
 def plan_search(
     models: list[dict],
     counts: FacetCounts,
@@ -213,11 +239,16 @@ def plan_search(
     image: bytes | None,
     k: int,
     providers: tuple[str, ...],
+    mode: str | None = None,
+    keyword_index: bool = True,
 ) -> dict:
-    """Validate a search and choose its model; the returned dict is the page's data.
+    """Validate a search and choose its model and mode; the returned dict is the page's data.
 
     With no model named, the first model that can embed this kind of query is
-    used, so a visitor who only typed words still gets results.
+    used, so a visitor who only typed words still gets results.  Text queries
+    default to ``hybrid`` (keywords and meaning fused) when a text model and the
+    keyword index are there, to ``vector`` without the index, and to ``keyword``
+    when no model can embed text (the demo without torch).  Images are ``vector``.
     """
     check_filter(counts, NeighbourFilter(providers=providers))
     check_k(k)
@@ -226,18 +257,78 @@ def plan_search(
         raise SearchError("search by text or by image, not both at once")
     if model_label is not None and model_label not in {m["label"] for m in models}:
         raise SearchError(f"unknown model '{model_label}' (known: {', '.join(m['label'] for m in models) or 'none'})", status=404)
+    if mode is not None and mode not in MODES:
+        raise SearchError(f"mode must be one of {', '.join(MODES)}, got '{mode[:40]}'")
+    text_models = [m["label"] for m in models if m["text"]]
+    if image is not None:
+        if mode not in (None, "vector"):
+            raise SearchError("an image search is always mode=vector")
+        mode = "vector"
+    elif text:
+        if mode is None:
+            if text_models and (model_label is None or model_label in text_models):
+                mode = "hybrid" if keyword_index else "vector"
+            else:
+                mode = "keyword" if keyword_index else "vector"
+        if mode == "keyword" and not keyword_index:
+            raise SearchError("this database has no keyword index yet: run `datasette-embeddings load` on it once to add it")
+        if mode in ("vector", "hybrid") and not text_models:
+            raise SearchError(f"no model in this database can embed text queries, so mode={mode} cannot run: "
+                              "use mode=keyword (words in titles, texts and credit lines)")
     wanted = "image" if image is not None else "text"
-    if model_label is None and (text or image is not None):
+    if model_label is None and (text or image is not None) and mode != "keyword":
         usable = [m for m in models if m[wanted]]
         if not usable:
             raise SearchError(f"no model in this database can embed {wanted} queries")
         model_label = usable[0]["label"]
     return {
-        "query": {"text": text, "image": image is not None, "model": model_label, "k": k, "provider": list(providers)},
+        "query": {"text": text, "image": image is not None, "model": model_label, "k": k, "provider": list(providers),
+                  "mode": mode},
         "models": models,
-        "providers": counts.providers,
+        "modes": list(MODES),
+        "text_search": {"meaning": bool(text_models), "keywords": keyword_index},
+        "providers": counts.providers_under(model_label),
         "results": [],
     }
+
+
+def run_keyword_search(conn, text: str, model_label: str | None, *, k: int, providers: tuple[str, ...], base_url: str) -> list[dict]:
+    """The k best keyword matches (BM25), one card per depiction when no model is named."""
+    flt = keywords.KeywordFilter(model=model_label, providers=providers)
+    pairs = keywords.ranked_ids(conn, text, flt, limit=k if model_label else k * 4)
+    seen, cards = set(), []
+    for n in with_records(conn, [(rid, None) for rid, _ in pairs]):
+        key = (n.record["provider"], n.record["depiction_id"])
+        if key in seen:
+            continue
+        seen.add(key)
+        cards.append(card(n.record, None, f"{base_url}/{n.id}"))
+    return cards[:k]
+
+
+def run_hybrid_search(
+    conn, model_label: str, vector: np.ndarray, text: str, *, k: int, providers: tuple[str, ...], base_url: str
+) -> list[dict]:
+    """Keyword and vector results under one model, fused by reciprocal rank (see search/keywords.py).
+
+    Each card keeps its cosine similarity when the vector list found it, and
+    carries ``score``, the fused score its place comes from.
+    """
+    n = max(k, HYBRID_CANDIDATES)
+    try:
+        near = similar_to_vector(conn, model_label, vector, min(n, MAX_K), NeighbourFilter(providers=providers))
+    except SimilarityError as ex:
+        raise SearchError(str(ex)) from None
+    words = keywords.ranked_ids(conn, text, keywords.KeywordFilter(model=model_label, providers=providers), limit=n)
+    similarity = {x.id: x.similarity for x in near}
+    fused = keywords.reciprocal_rank_fusion([x.id for x in near], [rid for rid, _ in words])[:k]
+    cards = []
+    for x in with_records(conn, [(rid, similarity.get(rid)) for rid, _ in fused]):
+        c = card(x.record, x.similarity, f"{base_url}/{x.id}")
+        cards.append(c)
+    for c, (_, score) in zip(cards, fused):
+        c["score"] = round(score, 6)
+    return cards
 
 
 def run_search(conn, model_label: str, vector: np.ndarray, *, k: int, providers: tuple[str, ...], base_url: str) -> list[dict]:

@@ -1,0 +1,202 @@
+"""Keyword search: the FTS5 index load builds and keeps current, the gallery's q filter, fusion."""
+import pytest
+
+from datasette_embeddings.errors import InvalidRequestError
+from datasette_embeddings.files import loader
+from datasette_embeddings.search import keywords
+from datasette_embeddings.storage.connection import connect
+from tests.gallery_fixtures import FAKE_TEXT_MODEL, IMAGE_MODEL, ds, fetch, museum_db  # noqa: F401
+from tests.helpers import make_records, write_parquet
+
+
+def ids_with_words(db_path, *words, where="1", params=()):
+    """Brute force: records whose title, text or credit line holds every word (case- and accent-blind)."""
+    import json
+    import re
+    import unicodedata
+
+    def fold(s):
+        return "".join(c for c in unicodedata.normalize("NFKD", s.lower()) if not unicodedata.combining(c))
+
+    conn = connect(str(db_path))
+    try:
+        out = []
+        for rid, attrs in conn.execute(f"select id, attributes from records where {where} order by id", params):
+            a = json.loads(attrs)
+            text = a.get("text") or (a.get("preview") if a.get("type") == "text" else None)
+            hay = set(re.findall(r"\w+", fold(" ".join(str(v) for v in (a.get("subject_title"), text, a.get("subject_creditline")) if v))))
+            if all(any(h == fold(w) or (i == len(words) - 1 and h.startswith(fold(w))) for h in hay) for i, w in enumerate(words)):
+                out.append(rid)
+        return out
+    finally:
+        conn.close()
+
+
+def test_match_expression_quotes_every_word():
+    assert keywords.match_expression('night OR "watch" NEAR(x') == '"night" "OR" "watch" "NEAR" "x" *'
+    assert keywords.match_expression("  ;; ") is None
+    with pytest.raises(InvalidRequestError, match="at most 32 are allowed"):
+        keywords.match_expression("a " * 40)
+
+
+@pytest.mark.parametrize("q", ["night watch", "Portrait", "rembrandt", "erasm", "AND", 'a"b', "NEAR(", "*", "casement man"])
+def test_gallery_q_finds_exactly_the_records_holding_the_words(ds, museum_db, q):
+    import re
+
+    words = re.findall(r"\w+", q)
+    got, after = [], None
+    while True:
+        data = fetch(ds, "/museum/-/gallery.json", params={"q": q, "size": 2, **({"after": after} if after else {})}).json()
+        assert data["ok"] is True, data
+        got += [c["id"] for c in data["items"]]
+        after = data["next_after"]
+        if after is None:
+            break
+    expected = ids_with_words(museum_db, *words) if words else [c["id"] for c in fetch(ds, "/museum/-/gallery.json?size=200").json()["items"]]
+    assert got == expected
+    if words:
+        assert data["total"] == len(expected)
+
+
+def test_q_combines_with_model_and_provider_and_counts_agree(ds, museum_db):
+    data = fetch(ds, f"/museum/-/gallery.json?q=portrait&model={IMAGE_MODEL}&provider=rijksmuseum").json()
+    expected = ids_with_words(museum_db, "portrait", where="model = ? and provider = ?", params=[IMAGE_MODEL, "rijksmuseum"])
+    assert [c["id"] for c in data["items"]] == expected and data["total"] == len(expected) == 3
+    selected = {f["value"]: f["count"] for facet in data["facets"].values() for f in facet if f["selected"]}
+    assert selected == {IMAGE_MODEL: 3, "rijksmuseum": 3}
+    assert all(f["count"] > 0 for facet in data["facets"].values() for f in facet)
+
+
+def test_q_with_nothing_found_says_why(ds):
+    data = fetch(ds, "/museum/-/gallery.json?q=zeppelin").json()
+    assert data["total"] == 0 and data["items"] == [] and "zeppelin" in data["empty_reason"]
+    html = fetch(ds, "/museum/-/gallery?q=zeppelin").text
+    assert "Nothing to show" in html and "zeppelin" in html and 'value="zeppelin"' in html
+
+
+def _load(db, path, records):
+    write_parquet(path, records)
+    loader.load(str(db), [str(path)])
+
+
+def test_later_loads_keep_the_index_current(tmp_path):
+    db = tmp_path / "k.db"
+    first = make_records(n=3, providers=("met",), models={"m": 4})
+    _load(db, tmp_path / "a.parquet", first)
+    changed = [dict(r) for r in first]
+    changed[0] = {**changed[0], "attributes": {"type": "image", "subject_title": "A zeppelin over Lakehurst"}, "created": changed[0]["created"] + 10}
+    extra = make_records(n=2, providers=("nga",), models={"m": 4}, seed=5)
+    extra[0] = {**extra[0], "attributes": {"type": "text", "preview": "zeppelin hangar, described"}}
+    _load(db, tmp_path / "b.parquet", changed + extra)
+    conn = connect(str(db))
+    try:
+        found = keywords.ranked_ids(conn, "zeppelin")
+        rows = dict(conn.execute("select id, depiction_id from records").fetchall())
+        assert sorted(rows[i] for i, _ in found) == sorted([changed[0]["depiction_id"], extra[0]["depiction_id"]])
+        assert keywords.ranked_ids(conn, first[0]["attributes"]["subject_title"]) == []  # the old title is gone
+        assert conn.execute("insert into records_fts(records_fts, rank) values('integrity-check', 1)") is not None
+    finally:
+        conn.close()
+
+
+def test_a_database_from_before_the_index_gets_it_on_the_next_load(tmp_path):
+    """Migration m007 indexes the records already there."""
+    import sqlite_utils
+
+    from datasette_embeddings.storage import schema
+
+    db = tmp_path / "old.db"
+    _load(db, tmp_path / "a.parquet", make_records(n=4, providers=("met",), models={"m": 4}))
+    conn = connect(str(db))
+    conn.execute("drop table records_fts")
+    for t in ("records_ai", "records_ad", "records_au"):
+        conn.execute(f"drop trigger {t}")
+    conn.execute("delete from _sqlite_migrations where name = 'm007_keyword_index'")
+    conn.commit()
+    assert not keywords.has_keyword_index(conn)
+    schema.migrate(sqlite_utils.Database(conn))
+    assert len(keywords.ranked_ids(conn, "object")) == 4
+    conn.close()
+
+
+def test_reciprocal_rank_fusion_rewards_agreement():
+    fused = keywords.reciprocal_rank_fusion([1, 2, 3], [3, 4, 1])
+    score = dict(fused)
+    assert score[1] == pytest.approx(1 / 61 + 1 / 63) and score[3] == pytest.approx(1 / 63 + 1 / 61)
+    assert score[2] == pytest.approx(1 / 62) and score[4] == pytest.approx(1 / 62)
+    assert [i for i, _ in fused] == [1, 3, 2, 4]  # both lists beat one list; ties keep first appearance
+
+
+# ---------------------------------------------------------------- the search page's modes
+def test_text_search_defaults_to_hybrid_and_fuses_by_rank(ds, museum_db):
+    """Fused order = reciprocal rank fusion of the vector list and the keyword list, recomputed here."""
+    data = fetch(ds, "/museum/-/search.json?q=portrait+woman&k=5").json()
+    assert data["query"]["mode"] == "hybrid" and data["query"]["model"] == FAKE_TEXT_MODEL
+    vector = fetch(ds, f"/museum/-/search.json?q=portrait+woman&k=100&mode=vector").json()["results"]
+    conn = connect(str(museum_db))
+    try:
+        words = keywords.ranked_ids(conn, "portrait woman", keywords.KeywordFilter(model=FAKE_TEXT_MODEL), limit=100)
+    finally:
+        conn.close()
+    expected = keywords.reciprocal_rank_fusion([c["id"] for c in vector], [rid for rid, _ in words])[:5]
+    assert [c["id"] for c in data["results"]] == [rid for rid, _ in expected]
+    assert [c["score"] for c in data["results"]] == [round(s, 6) for _, s in expected]
+    assert data["results"][0]["title"] == "Portrait of a Woman with a Man at a Casement"
+
+
+def test_keyword_mode_ranks_title_matches_and_needs_no_model(ds, museum_db):
+    data = fetch(ds, "/museum/-/search.json?q=night+watch&mode=keyword").json()
+    assert data["query"]["mode"] == "keyword" and data["query"]["model"] is None
+    # one card per depiction: the Night Watch under two models is one result
+    depictions = [(c["provider"], c["depiction_id"]) for c in data["results"]]
+    assert depictions[0] == ("rijksmuseum", "SK-C-5") and len(depictions) == len(set(depictions))
+
+
+def test_without_a_text_model_words_are_searched_and_the_page_says_so_up_front(tmp_path):
+    from datasette.app import Datasette
+
+    from tests.gallery_fixtures import build_database
+
+    db = build_database(tmp_path, test_records=False, name="images")  # only the image model
+    ds_ = Datasette([str(db)])
+    page = fetch(ds_, "/images/-/search").text
+    assert "Search by meaning is not available on this server" in page
+    assert 'value="vector" disabled' in page.replace(" checked", "") and 'name="q"' in page
+    data = fetch(ds_, "/images/-/search.json?q=night+watch").json()
+    assert data["query"]["mode"] == "keyword" and data["results"][0]["depiction_id"] == "SK-C-5"
+    assert data["text_search"] == {"meaning": False, "keywords": True}
+    r = fetch(ds_, "/images/-/search.json?q=night+watch&mode=hybrid")
+    assert r.status_code == 400 and "use mode=keyword" in r.json()["error"]
+
+
+def test_too_many_matches_to_count_still_lists_pages(museum_db, monkeypatch):
+    from datasette_embeddings.web import gallery
+
+    conn = connect(str(museum_db))
+    try:
+        assert gallery.keyword_counts(conn, "portrait", limit=2) is None
+        monkeypatch.setattr(gallery, "KEYWORD_COUNT_LIMIT", 2)
+        page = gallery.gallery_page(conn, gallery.GalleryFilter(q="portrait"), size=2, base_url="/x")
+        assert page["items"] and page["next_after"] is not None
+        assert page["total"] is None and page["counted"] is False
+        assert all(f["count"] is None for facet in page["facets"].values() for f in facet)
+        monkeypatch.undo()
+        exact = gallery.keyword_counts(conn, "portrait")
+        assert sum(exact.by_key.values()) == len(ids_with_words(museum_db, "portrait"))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("overfetch", [1, 8])
+def test_filtered_ranking_equals_ranking_then_filtering(museum_db, monkeypatch, overfetch):
+    """Both paths (over-fetch then filter, and the filter inside the ranking) give the brute-force order."""
+    monkeypatch.setattr(keywords, "OVERFETCH", overfetch)
+    conn = connect(str(museum_db))
+    try:
+        everything = keywords.ranked_ids(conn, "portrait", limit=1000)
+        models = dict(conn.execute("select id, model from records").fetchall())
+        for limit in (1, 2, 5):
+            got = keywords.ranked_ids(conn, "portrait", keywords.KeywordFilter(model=IMAGE_MODEL), limit=limit)
+            assert got == [p for p in everything if models[p[0]] == IMAGE_MODEL][:limit]
+    finally:
+        conn.close()
