@@ -66,7 +66,7 @@ def register_routes(datasette):
 def render_cell(value, column, table, database, datasette):
     from .web import page_hooks
 
-    return page_hooks.render_cell(value, column)
+    return page_hooks.render_cell(value, column, table)
 
 
 @hookimpl

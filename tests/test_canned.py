@@ -147,7 +147,11 @@ def test_metadata_yml_demo_queries_are_the_generated_ones():
     shipped = metadata["databases"]["demo"]["queries"]
     labels = sorted(metadata["plugins"]["datasette-embeddings"]["models"])  # the demo's stored models
     assert labels == ["colour-layout-v1", "sentence-transformers/all-MiniLM-L6-v2"]
-    generated = canned.queries_for([ModelInfo(label, vec_table_name(label), 0, 0) for label in labels])
+    import pyarrow.parquet as pq
+
+    providers = sorted({p for f in (ROOT / "demo" / "data").glob("*.parquet")
+                        for p in pq.read_table(str(f), columns=["provider"]).column(0).to_pylist()})
+    generated = canned.queries_for([ModelInfo(label, vec_table_name(label), 0, 0) for label in labels], providers=providers)
     for name, query in generated.items():
         assert shipped[name]["sql"].strip() == query["sql"].strip(), name
         assert shipped[name]["params"] == query["params"]

@@ -106,7 +106,6 @@ def test_json_carries_no_unsafe_urls(ds, museum_db):
         (EVIL_PREVIEW, "preview"),
         (DATA_PREVIEW, "preview"),
         ("javascript:alert(1)//.jpg", "preview_url"),
-        ('{"preview": "javascript:alert(1)", "type": "image"}', "attributes"),
         ("https://example.org/page.html", "subject_url"),
         (12, "preview"),
     ],
@@ -120,6 +119,22 @@ def test_render_cell_thumbnail_is_escaped():
     assert "<script>" not in html and "&#34;&gt;&lt;script&gt;" in html
     html = str(render_cell('{"preview": "https://example.org/a.jpg", "subject_title": "<script>x</script>"}', "attributes"))
     assert 'src="https://example.org/a.jpg"' in html and "<script>" not in html
+
+
+def test_attributes_render_as_a_list_where_only_http_values_are_links():
+    html = str(render_cell('{"preview": "javascript:alert(1)", "type": "image", "subject_url": "https://example.org/o/1", '
+                           '"subject_title": "<b>x</b>", "n": 3}', "attributes"))
+    assert "<img" not in html and 'href="javascript' not in html and "javascript:alert(1)" in html  # as text
+    assert '<dt>subject_url</dt><dd><a href="https://example.org/o/1"' in html
+    assert "<dt>subject_title</dt><dd>&lt;b&gt;x&lt;/b&gt;</dd>" in html and "<dt>n</dt><dd>3</dd>" in html
+
+
+def test_created_is_a_date_in_the_records_table(ds):
+    assert str(render_cell(1_700_000_000, "created", "records")) == (
+        '<time datetime="2023-11-14T22:13:20Z" title="1700000000">2023-11-14 22:13 UTC</time>')
+    assert render_cell(1_700_000_000, "created", "other_table") is None
+    html = fetch(ds, "/museum/records?_embeddings=table").text
+    assert "2023-11-14 22:13 UTC</time>" in html and '<dl class="emb-cell-attrs"' in html
 
 
 def test_preview_urls_render_as_thumbnails_in_any_table(ds):

@@ -76,7 +76,8 @@ def test_gallery_html_has_cards_facets_and_next_link(ds):
     html = r.text
     assert html.count('class="emb-card"') == 4
     assert 'src="https://images.example.org/SK-C-5.jpg"' in html
-    assert 'href="https://www.rijksmuseum.nl/en/collection/SK-C-5"' in html  # subject link
+    # one tab stop per card: the picture link is out of the tab order and hidden from screen readers
+    assert html.count('tabindex="-1" aria-hidden="true"') == 4 and 'alt=""' in html
     assert "after=" in html and 'rel="next"' in html
     assert 'aria-current="true"' in html  # the selected provider facet
 

@@ -64,6 +64,8 @@ def register_functions(conn, config: EmbeddingConfig | None = None) -> None:
         _argument("embed_image", "image", image, bytes, "a BLOB of image bytes", " (embed_image never reads files or fetches URLs)")
         return to_blob(models.embed_image(resolve(name), image, config=config))
 
+    sqlite_udf.create_function(conn, "embeddings_check_number", 4, check_number, deterministic=True)
+    sqlite_udf.create_function(conn, "embeddings_check_choice", 3, check_choice, deterministic=True)
     sqlite_udf.create_function(conn, "embed_text", 2, embed_text)
     sqlite_udf.create_function(conn, "embed_image", 2, embed_image)
     sqlite_udf.create_function(conn, "vec_cosine", 2, vec_cosine, deterministic=True)
@@ -139,3 +141,37 @@ def _sql_type(value: Any) -> str:
     if isinstance(value, float):
         return "REAL"
     return "NULL"
+
+
+# ---------------------------------------------------------------- canned-query parameter checks
+def check_number(value: Any, name: Any, low: Any, high: Any) -> int:
+    """1 when ``value`` is a number in ``low..high`` or empty (a form not yet submitted); else an error.
+
+    SQLite's own ``cast('abc' as real)`` is 0, so a mistyped threshold silently
+    meant "everything"; the canned queries test their numbers with this first.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 1
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = None
+    if number is None or number != number or not float(low) <= number <= float(high):
+        raise EmbeddingError(f"{name} must be a number from {_plain(low)} to {_plain(high)}, got '{str(value)[:40]}'")
+    return 1
+
+
+def check_choice(value: Any, name: Any, choices: Any) -> int:
+    """1 when ``value`` is one of the JSON array ``choices`` or empty; else an error naming the choices."""
+    import json
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 1
+    allowed = json.loads(choices)
+    if value not in allowed:
+        raise EmbeddingError(f"unknown {name} '{str(value)[:80]}' (known: {', '.join(map(str, allowed)) or 'none'})")
+    return 1
+
+
+def _plain(number: Any) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)

@@ -25,9 +25,11 @@ name to give it a title or description, and then the metadata one is used.
 """
 from __future__ import annotations
 
+import json
 from typing import Mapping, Sequence
 
 from ..search import neighbours as neighbors
+from ..search.similarity import MAX_K
 from ..storage.store import ModelInfo, Store
 
 RECORD_COLUMNS = "r.id, r.provider, r.depiction_id, r.subject_id, r.model, r.attributes"
@@ -54,6 +56,24 @@ def _union(models: Sequence[ModelInfo], branch: str, stored: Mapping[str, int] |
     )
 
 
+def _checks(models: Sequence[ModelInfo], providers: Sequence[str], *, model: bool = True,
+            provider_params: Sequence[str] = (), numbers: Sequence[tuple[str, float, float]] = ()) -> str:
+    """A constant WHERE term that stops the query with a message on a bad parameter.
+
+    SQLite tests terms that read no row once, before any loop, so a bad value is an
+    error even when the search would have found nothing.  Empty values pass: the
+    form's first, unsubmitted view shows no error.
+    """
+    terms = []
+    if model:
+        terms.append(f"embeddings_check_choice(:model, 'model', {_quote(json.dumps([m.label for m in models]))})")
+    for name in provider_params:
+        terms.append(f"embeddings_check_choice(:{name}, '{name}', {_quote(json.dumps(list(providers)))})")
+    for name, low, high in numbers:
+        terms.append(f"embeddings_check_number(:{name}, '{name}', {low}, {high})")
+    return " and ".join(terms) if terms else "1"
+
+
 def _pairs_sql(best: str, extra_where: str) -> str:
     """Rows of (record, its best match) from a ``pairs(a_id, best = json [id, distance])`` CTE body.
 
@@ -75,7 +95,7 @@ def _pairs_sql(best: str, extra_where: str) -> str:
     )
 
 
-def similar_records_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None) -> str:
+def similar_records_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None, providers: Sequence[str] = ()) -> str:
     def search(guard: str) -> str:
         return (
             "  select v.id, v.distance from {vec} v\n"
@@ -99,11 +119,12 @@ def similar_records_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] |
         f"select {RECORD_COLUMNS}, round(1 - n.distance, 4) as similarity\n"
         "from neighbours n join records r on r.id = n.id\n"
         "where r.id != (select id from target)\n"
+        "  and " + _checks(models, providers, provider_params=["provider"], numbers=[("k", 1, MAX_K)]) + "\n"
         "order by n.distance"
     )
 
 
-def cross_provider_links_sql(models: Sequence[ModelInfo]) -> str:
+def cross_provider_links_sql(models: Sequence[ModelInfo], providers: Sequence[str] = ()) -> str:
     best = _union(
         models,
         # embeddings_nearest (fast_index.py) answers each row from the in-memory matrix with
@@ -115,10 +136,11 @@ def cross_provider_links_sql(models: Sequence[ModelInfo]) -> str:
         "  from records a join {vec} v on v.id = a.id\n"
         "  where :model = {label} and a.model = {label} and a.provider = :provider_a",
     )
-    return _pairs_sql(best, "")
+    return _pairs_sql(best, "  and " + _checks(models, providers, provider_params=["provider_a", "provider_b"],
+                                                numbers=[("threshold", -1, 1)]) + "\n")
 
 
-def text_search_sql(models: Sequence[ModelInfo]) -> str:
+def text_search_sql(models: Sequence[ModelInfo], providers: Sequence[str] = ()) -> str:
     knn = _union(
         models,
         "  select v.id, v.distance from {vec} v\n"
@@ -128,11 +150,12 @@ def text_search_sql(models: Sequence[ModelInfo]) -> str:
         "with neighbours as (\n" + knn + "\n)\n"
         f"select {RECORD_COLUMNS}, round(1 - n.distance, 4) as similarity\n"
         "from neighbours n join records r on r.id = n.id\n"
+        "where " + _checks(models, providers, numbers=[("k", 1, MAX_K)]) + "\n"
         "order by n.distance"
     )
 
 
-def near_duplicates_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None) -> str:
+def near_duplicates_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None, providers: Sequence[str] = ()) -> str:
     # embeddings_nearest (fast_index.py) answers each record from the in-memory matrix, the same
     # exact answer as a vec0 KNN.  The two nearest are the record itself and its nearest other
     # record (or, among identical vectors, two others): the first that is not the record wins.
@@ -154,11 +177,12 @@ def near_duplicates_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] |
     return _pairs_sql(
         best,
         "  and (r.id < m.id or not exists (\n"
-        "    select 1 from pairs q where q.a_id = m.id and json_extract(q.best, '$[0]') = r.id))\n",
+        "    select 1 from pairs q where q.a_id = m.id and json_extract(q.best, '$[0]') = r.id))\n"
+        "  and " + _checks(models, providers, numbers=[("threshold", -1, 1)]) + "\n",
     )
 
 
-def queries_for(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None) -> dict[str, dict]:
+def queries_for(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None, providers: Sequence[str] = ()) -> dict[str, dict]:
     """The canned queries for a database holding ``models``, in Datasette's format.
 
     ``stored`` maps a model label to the k of its current ``neighbors`` rows.
@@ -168,28 +192,28 @@ def queries_for(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = 
         "similar_records": {
             "title": "Similar records",
             "description": f"The k records most similar to one depiction under one model (models: {labels}).",
-            "sql": similar_records_sql(models, stored),
+            "sql": similar_records_sql(models, stored, providers),
             "params": ["provider", "depiction_id", "model", "k"],
         },
         "cross_provider_links": {
             "title": "Cross-provider links",
             "description": "For each record of provider_a, its most similar record in provider_b, "
             "kept when the similarity is at least threshold (0 to 1).",
-            "sql": cross_provider_links_sql(models),
+            "sql": cross_provider_links_sql(models, providers),
             "params": ["model", "provider_a", "provider_b", "threshold"],
         },
         "text_search": {
             "title": "Search by text",
             "description": "Records nearest to a text, embedded at query time by embed_text(model, q); "
             "only models with a text-capable llm model answer.",
-            "sql": text_search_sql(models),
+            "sql": text_search_sql(models, providers),
             "params": ["model", "q", "k"],
         },
         "near_duplicates": {
             "title": "Near-duplicate pairs",
             "description": "Pairs of records under one model whose similarity is at least threshold "
             "(each record with its nearest neighbour, each pair once).",
-            "sql": near_duplicates_sql(models, stored),
+            "sql": near_duplicates_sql(models, stored, providers),
             "params": ["model", "threshold"],
         },
     }
@@ -202,7 +226,8 @@ def canned_queries_for_database(conn) -> dict[str, dict]:
         return {}
     models = store.models()
     stored = {m.label: k for m in models if (k := neighbors.current_k(conn, m))}
-    return queries_for(models, stored)
+    providers = [p for p, in conn.execute("select distinct provider from records order by provider")]
+    return queries_for(models, stored, providers)
 
 
 async def canned_queries(datasette, database: str) -> dict[str, dict]:

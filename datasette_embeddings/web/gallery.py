@@ -443,12 +443,38 @@ def gallery_page(
 
 # ---------------------------------------------------------------- record page
 def sibling_records(conn, record: dict) -> list[dict]:
-    """The same depiction under every model (the unique key makes this one index probe)."""
+    """One entry per model the record's *subject* has: where the model switch goes.
+
+    The same depiction under that model when there is one, else the subject's
+    first depiction under it, so a painting's image (an image model) and its
+    title (a text model) switch into each other although their depictions differ.
+    """
     rows = conn.execute(
-        "select id, model from records where provider = ? and depiction_id = ? order by model",
-        [record["provider"], record["depiction_id"]],
+        "select id, model, depiction_id from records where provider = ? and "
+        "(depiction_id = ? or subject_id = ?) order by model, depiction_id != ?, id",
+        [record["provider"], record["depiction_id"], record["subject_id"], record["depiction_id"]],
     ).fetchall()
-    return [{"id": rid, "model": model, "current": rid == record["id"]} for rid, model in rows]
+    out: dict[str, dict] = {}
+    for rid, model, depiction in rows:
+        if model not in out:
+            out[model] = {"id": rid, "model": model, "current": rid == record["id"], "depiction_id": depiction}
+        elif rid == record["id"]:
+            out[model].update(id=rid, current=True, depiction_id=depiction)
+    return list(out.values())
+
+
+#: at most this many other depictions of one object are listed on its page
+MAX_DEPICTIONS = 60
+
+
+def subject_depictions(conn, record: dict, base_url: str) -> list[dict]:
+    """The object's other depictions under every model, as cards (this depiction's other models are the model switch)."""
+    rows = conn.execute(
+        f"select {RECORD_COLUMNS} from records where subject_id = ? and provider = ? and depiction_id != ? "
+        "order by model, depiction_id limit ?",
+        [record["subject_id"], record["provider"], record["depiction_id"], MAX_DEPICTIONS],
+    ).fetchall()
+    return [card(record_from_row(r), None, f"{base_url}/{r[0]}") for r in rows]
 
 
 def find_by_address(conn, provider: str, depiction_id: str, model: str | None) -> int:
@@ -509,6 +535,7 @@ def record_page(
     return {
         "record": this,
         "models": sibling_records(conn, record),
+        "depictions": subject_depictions(conn, record, base_url),
         # only providers with records under this model: another could only return nothing
         "providers": counts.providers_under(record["model"]),
         "filters": {

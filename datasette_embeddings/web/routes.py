@@ -46,8 +46,29 @@ async def _error(datasette, request, as_json: bool, message: str, status: int) -
     if as_json:
         return _respond(datasette, Response.json({"ok": False, "error": message, "status": status}, status=status))
     return await _render(
-        datasette, request, "embeddings_error.html", {"error": message, "status": status}, status=status
+        datasette, request, "embeddings_error.html", {"error": message, "status": status, "ways_back": ways_back(datasette, request)},
+        status=status,
     )
+
+
+def ways_back(datasette, request) -> list[dict]:
+    """Links out of an error page: where the visitor came from (same site only), then this database's pages."""
+    from urllib.parse import urlsplit
+
+    links = []
+    referer = request.headers.get("referer") or ""
+    parts = urlsplit(referer)
+    if referer and parts.path.startswith("/") and (not parts.netloc or parts.netloc == request.host):
+        back = parts.path + ("?" + parts.query if parts.query else "")
+        if back != request.full_path:
+            links.append({"href": back, "label": "Back to the page you came from"})
+    route = request.url_vars.get("database")
+    if route and route in {db.route for db in datasette.databases.values()}:
+        base = datasette.urls.database(next(db.name for db in datasette.databases.values() if db.route == route))
+        links.append({"href": base + "/-/gallery", "label": "The gallery"})
+        links.append({"href": base + "/-/search", "label": "Search"})
+    links.append({"href": datasette.urls.path("/-/embeddings"), "label": "Embeddings overview"})
+    return links
 
 
 def int_param(args, name: str, default: int, low: int, high: int) -> int:
