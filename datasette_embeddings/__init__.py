@@ -118,3 +118,10 @@ def skip_csrf(datasette, scope):
     from .web import search_page as search
 
     return search.skips_asgi_csrf(scope, datasette.setting("base_url"))
+
+
+@hookimpl
+def asgi_wrapper(datasette):
+    from .web import html_lang
+
+    return html_lang.with_lang

