@@ -200,3 +200,38 @@ def test_filtered_ranking_equals_ranking_then_filtering(museum_db, monkeypatch, 
             assert got == [p for p in everything if models[p[0]] == IMAGE_MODEL][:limit]
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 4096])
+def test_load_indexes_in_bulk_and_leaves_the_triggers_in_place(tmp_path, batch_size):
+    """A load sets the FTS triggers aside inside its transaction, indexes each batch at once, restores them."""
+    db = tmp_path / "bulk.db"
+    first = make_records(n=30, providers=("met", "nga"), models={"m": 4})
+    write_parquet(tmp_path / "a.parquet", first)
+    loader.load(str(db), [str(tmp_path / "a.parquet")], batch_size=batch_size)
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    with pytest.raises(loader.LoadError):
+        loader.load(str(db), [str(bad)])
+    # the same key twice in one file (the later, newer row wins), plus changed and new records
+    renamed = {**first[0], "attributes": {"type": "image", "subject_title": "Zeppelin over Lakehurst"}, "created": first[0]["created"] + 5}
+    again = {**renamed, "attributes": {"type": "image", "subject_title": "Airship hangar"}, "created": first[0]["created"] + 9}
+    extra = make_records(n=5, providers=("rijks",), models={"m": 4}, seed=2)
+    dup = {**extra[0], "attributes": {"type": "image", "subject_title": "Balloon"}, "created": extra[0]["created"] + 1}
+    write_parquet(tmp_path / "b.parquet", [renamed, *extra, again, dup])
+    loader.load(str(db), [str(tmp_path / "b.parquet")], batch_size=batch_size)
+    conn = connect(str(db))
+    try:
+        triggers = {r[0]: r[1] for r in conn.execute("select name, sql from sqlite_master where type = 'trigger'")}
+        assert {"records_ai", "records_ad", "records_au"} <= set(triggers)
+        assert not any("WHEN old.rowid" in sql for sql in triggers.values())
+        conn.execute("insert into records_fts(records_fts, rank) values('integrity-check', 1)")
+        assert len(keywords.ranked_ids(conn, "object", limit=1000)) == 59 + 4
+        assert keywords.ranked_ids(conn, "zeppelin") == [] and len(keywords.ranked_ids(conn, "airship hangar")) == 1
+        assert len(keywords.ranked_ids(conn, "balloon")) == 1
+        # a writer other than load still keeps the index current through the triggers
+        conn.execute("insert into records (id, provider, depiction_id, subject_id, model, created, attributes) "
+                     "values (1000, 'x', 'x1', 's', 'm', 1, '{\"subject_title\": \"dirigible\"}')")
+        assert [i for i, _ in keywords.ranked_ids(conn, "dirigible")] == [1000]
+    finally:
+        conn.close()

@@ -24,6 +24,7 @@ import numpy as np
 
 from .parquet_io import RecordBatch, RecordError, read_batches
 from ..storage.connection import connect, sqlite3
+from ..storage import keyword_index
 from ..storage.store import Store, UpsertCounts
 from ..storage.write_lock import WriteLockError, exclusive_writer
 
@@ -368,6 +369,7 @@ def load_file(store: Store, source: str, *, batch_size: int = 4096, progress: Pr
     with local_copy(source) as path:
         conn.execute("begin immediate")
         try:
+            keywords = keyword_index.suspend(conn)  # the keyword index is written per batch below
             touched: set[str] = set()
             seen_dims: dict[str, tuple[int, int]] = {}
 
@@ -385,11 +387,17 @@ def load_file(store: Store, source: str, *, batch_size: int = 4096, progress: Pr
                         raise RecordError(ex.message, row=seen_dims[label][1], field=ex.field) from None
                     touched.add(label)
                     report.counts.add(store.upsert_batch(model, rows))
+                    keyword_index.flush(conn, keywords)
                 report.rows += len(batch)
                 if progress:
                     progress(len(batch))
             store.refresh_counts(sorted(touched))
-            conn.execute("commit")
+            if keywords is not None and not report.counts.inserted and not report.counts.updated:
+                # nothing changed but the triggers set aside: leave the file byte for byte as it was
+                conn.execute("rollback")
+            else:
+                keyword_index.resume(conn, keywords)
+                conn.execute("commit")
         except BaseException as ex:
             full = is_disk_full(ex) or (isinstance(ex, sqlite3.Error) and out_of_space(conn))
             _rollback_quietly(conn)
