@@ -130,10 +130,11 @@ def check_model(
     conn = connect(db_path, readonly=True)
     try:
         store = Store(conn)
-        model = store.model(label)
+        model = store.model(label) or _same_published_model(store, label)
         if model is None:
             known = ", ".join(m.label for m in store.models()) or "none"
             raise NotFoundError(f"{db_path} holds no model '{label}' (it holds: {known})")
+        label = model.label
         model_id = llm_model_id or runtime.llm_model_for_label(None, model)
         if model_id is None:
             raise NotFoundError(
@@ -169,6 +170,17 @@ def check_model(
         return report
     finally:
         conn.close()
+
+
+def _same_published_model(store: Store, name: str):
+    """The one stored model that is the same published model as ``name`` (another spelling or alias)."""
+    from .adapters import find
+
+    spec = find(name)
+    if spec is None:
+        return None
+    matches = [m for m in store.models() if find(m.label) == spec]
+    return matches[0] if len(matches) == 1 else None
 
 
 def _grey_square() -> bytes:
