@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -26,12 +27,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from synthetic import clustered, exact_top_k, normalised, queries, recall  # noqa: E402
 
+from datasette_embeddings.config import IndexSettings  # noqa: E402
 from datasette_embeddings.files import loader  # noqa: E402
 from datasette_embeddings.search import memory_index as fast_index  # noqa: E402
 from datasette_embeddings.storage.vectors import to_blob  # noqa: E402
 from datasette_embeddings.search.similarity import NeighbourFilter, nearest_ids, vec0_nearest_ids  # noqa: E402
 
 K = 10
+#: the index settings every run starts from (the plugin defaults, or --ann-expansion-*)
+SETTINGS = IndexSettings()
 PROVIDERS = [f"provider-{i}" for i in range(10)]
 
 
@@ -101,25 +105,25 @@ def run_case(n: int, dims: int, n_queries: int, vec0_queries: int, ann: bool, wo
     # build our indexes (exact first, then the graph over the same matrix); a budget that
     # holds them, as an operator serving a model this large would configure
     fast_index.clear_cache()
-    fast_index.settings.ann = False
-    fast_index.settings.max_memory_mb = max(fast_index.Settings().max_memory_mb, 2.5 * matrix.nbytes / 1e6)
+    exact_settings = replace(SETTINGS, ann=False, max_memory_mb=max(SETTINGS.max_memory_mb, 2.5 * matrix.nbytes / 1e6))
+    query_settings = exact_settings
     t = time.perf_counter()
-    index = fast_index.index_for(conn, model)
+    index = fast_index.index_for(conn, model, exact_settings)
     build_exact = time.perf_counter() - t
     exact_mb = index.nbytes / 1e6
     ann_note = ""
     use_ann = ann and fast_index.ann_available()
     if use_ann:
-        fast_index.settings.ann = True
-        fast_index.settings.ann_threshold = 0
+        query_settings = replace(exact_settings, ann=True, ann_threshold=0)
         fast_index.clear_cache()
-        index = fast_index.index_for(conn, model, wait_for_ann=True)
+        index = fast_index.index_for(conn, model, query_settings, wait_for_ann=True)
         ann_note = f"build {index.ann_seconds:.1f}s, +{index.ann.nbytes / 1e6:,.0f} MB"
 
     def ours(threshold: int, f: NeighbourFilter):
+        settings = replace(query_settings, ann_threshold=threshold)
+
         def search(q):
-            fast_index.settings.ann_threshold = threshold
-            return [rid for rid, _ in nearest_ids(conn, model, q, K, f)]
+            return [rid for rid, _ in nearest_ids(conn, model, q, K, f, settings=settings)]
 
         return search
 
@@ -160,8 +164,6 @@ def run_case(n: int, dims: int, n_queries: int, vec0_queries: int, ann: bool, wo
                 "note": notes.get(name, ""),
             }
         )
-    fast_index.settings.ann_threshold = fast_index.Settings().ann_threshold
-    fast_index.settings.max_memory_mb = fast_index.Settings().max_memory_mb
     conn.close()
     fast_index.clear_cache()
     print(f"# N={n:,} dims={dims}: database written in {db_seconds:.1f}s", file=sys.stderr)
@@ -209,10 +211,11 @@ def main() -> None:
     parser.add_argument("--ann-expansion-add", type=int, help="HNSW efConstruction (default: the plugin's)")
     parser.add_argument("--ann-expansion-search", type=int, help="HNSW efSearch (default: the plugin's)")
     args = parser.parse_args()
+    global SETTINGS
     if args.ann_expansion_add:
-        fast_index.settings.ann_expansion_add = args.ann_expansion_add
+        SETTINGS = replace(SETTINGS, ann_expansion_add=args.ann_expansion_add)
     if args.ann_expansion_search:
-        fast_index.settings.ann_expansion_search = args.ann_expansion_search
+        SETTINGS = replace(SETTINGS, ann_expansion_search=args.ann_expansion_search)
     sizes = [int(s) for s in args.sizes.split(",")]
     dims_list = [int(d) for d in args.dims.split(",")]
     rows = []

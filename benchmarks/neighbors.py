@@ -45,7 +45,7 @@ def main() -> None:
         started, cpu_started = time.perf_counter(), time.process_time()
         (report,) = neighbors.build(conn, ["bench"], k=args.k)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-        size = conn.execute("select count(*) from neighbors").fetchone()[0]
+        size = conn.execute("select count(*) from neighbours").fetchone()[0]
         # spot check: ids are 1..N in vector order (build_db inserts in order)
         matrix = normalised(vectors)
         rng = np.random.default_rng(0)
@@ -54,7 +54,7 @@ def main() -> None:
             scores = matrix @ matrix[i]
             scores[i] = -np.inf
             truth = np.argsort(-scores)[: args.k] + 1
-            stored = [r[0] for r in conn.execute("select neighbour_id from neighbors where record_id = ? order by rank", [int(i) + 1])]
+            stored = [r[0] for r in conn.execute("select neighbour_id from neighbours where record_id = ? order by rank", [int(i) + 1])]
             recalls.append(recall(np.array(stored), truth))
         conn.close()
     # on a shared machine wall time overstates; CPU seconds / cores is what an idle machine would take at best

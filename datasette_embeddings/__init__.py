@@ -14,52 +14,46 @@ hookimpl = HookimplMarker("datasette")
 
 @hookimpl
 def startup(datasette):
-    from .search import index_warmup
-    from .embedding import runtime as models
-    from .storage import connection as sqlite_conn
+    from . import config
+    from .embedding import runtime
+    from .search import blas_threads, index_warmup
+    from .storage import connection
 
     # refuse to start on a Python whose sqlite3 cannot load sqlite-vec, with the fix in the message
-    sqlite_conn.check_extension_loading()
-    # validates the embedding configuration now; loads the configured models in a thread
-    models.warm_in_background(datasette)
-    # validates fast_index settings now; builds each model's in-memory index in a thread
-    index_warmup.warm_in_background(datasette)
-    # validates who may judge links (the judges allow block) now
-    from .web import judging
-
-    judging.check_config(datasette)
-    # requests side by side, one BLAS thread each (fast_index.blas_threads, default 1)
-    from .search import blas_threads, memory_index as fast_index
-
-    if fast_index.settings.blas_threads > 0:
-        blas_threads.limit(fast_index.settings.blas_threads)
+    connection.check_extension_loading()
+    # parsed and checked once for this Datasette instance: a bad key stops it here, named
+    settings = config.for_datasette(datasette)
+    # loads the query models in a thread; builds each model's in-memory index in another
+    runtime.load_models_in_background(settings.embedding)
+    index_warmup.build_indexes_in_background(datasette, settings.fast_index)
+    # requests side by side, one BLAS thread each (fast_index: blas_threads, default 1)
+    if settings.fast_index.blas_threads > 0:
+        blas_threads.limit(settings.fast_index.blas_threads)
 
 
 @hookimpl
 def prepare_connection(conn, database, datasette):
-    from .search import memory_index as fast_index
-    from .embedding import runtime as models
-    from .sql import functions as sql_functions
-    from .storage import connection as sqlite_conn, hidden_tables as tables
+    from . import config
+    from .sql import functions
+    from .storage import connection, hidden_tables
 
-    sqlite_conn.load_vec(conn)
-    tables.remember_vec_tables(conn, database)
-    sql_functions.register_functions(conn, models.config_of(datasette))
-    fast_index.prepare_connection(conn, datasette)
+    connection.load_vec(conn)
+    hidden_tables.remember_vec_tables(conn, database)
+    functions.register_functions(conn, config.for_datasette(datasette))
 
 
 @hookimpl
 def get_metadata(datasette, key, database, table):
-    from .storage import hidden_tables as tables
+    from .storage import hidden_tables
 
-    return tables.hidden_tables_metadata()
+    return hidden_tables.hidden_tables_metadata()
 
 
 @hookimpl
 def register_routes(datasette):
-    from .web import routes as views
+    from .web import routes
 
-    return views.routes()
+    return routes.routes()
 
 
 @hookimpl
@@ -125,3 +119,18 @@ def asgi_wrapper(datasette):
     from .web import html_lang
 
     return html_lang.with_lang
+
+
+@hookimpl
+def handle_exception(datasette, request, exception):
+    from datasette.utils.asgi import Base400
+
+    from .web import http_errors
+
+    if not isinstance(exception, Base400) or not http_errors.is_ours(request.path, datasette.setting("base_url")):
+        return None  # Datasette's own pages keep Datasette's own error rendering
+
+    async def inner():
+        return await http_errors.render(datasette, request, exception)
+
+    return inner

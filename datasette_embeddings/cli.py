@@ -9,6 +9,7 @@ import time
 
 import click
 
+from .errors import EmbeddingsError
 from .files import exporter, loader
 from .embedding.colour_layout import MODEL_ID as BUILTIN_IMAGE_MODEL
 
@@ -157,9 +158,11 @@ def info(db: str, as_json: bool) -> None:
 
         datasette-embeddings info collection.db --json
     """
+    from .files.info import database_info
+
     try:
-        data = exporter.info(db)
-    except exporter.ExportError as ex:
+        data = database_info(db)
+    except EmbeddingsError as ex:
         raise CommandError(str(ex))
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -173,29 +176,28 @@ def info(db: str, as_json: bool) -> None:
         echo(f"  {p['provider']}  {p['model']}  {p['count']:,}")
 
 
-@cli.command()
+@cli.command(name="neighbours")
 @click.argument("db", type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", "models", multiple=True, help="Only this model label (repeatable); default all models")
 @click.option("--k", default=10, show_default=True, type=int, help="Neighbours stored per record")
-def neighbors(db: str, models: tuple[str, ...], k: int) -> None:
-    """Precompute every record's k nearest records into the `neighbors` table of DB.
+def neighbours(db: str, models: tuple[str, ...], k: int) -> None:
+    """Precompute every record's k nearest records into the `neighbours` table of DB.
 
     For fully static, read-only publishing: record pages read the table instead
     of searching, until the next `load` makes it stale. Re-running replaces the
-    model's older rows in one transaction.
+    model's older rows in one transaction. (`neighbors` is the same command.)
 
-        datasette-embeddings neighbors collection.db --model apple/mobileclip_s0 --k 20
+        datasette-embeddings neighbours collection.db --model apple/mobileclip_s0 --k 20
     """
-    from .search import neighbours as neighbors_module
-    from .storage.connection import connect
+    from .search import neighbours as neighbours_module
 
-    conn = connect(db)
+    store = _open_for_writing(db)
     try:
-        neighbors_module.build(conn, models, k, progress=lambda line: echo(line, err=True))
-    except neighbors_module.NeighborsError as ex:
+        neighbours_module.build(store.conn, models, k, progress=lambda line: echo(line, err=True))
+    except EmbeddingsError as ex:
         raise CommandError(f"{db}: {ex}")
     finally:
-        conn.close()
+        store.conn.close()
 
 
 @cli.command(name="map")
@@ -298,6 +300,45 @@ class _Bar:
         if self.shown:
             click.echo(err=True)
             self.shown = False
+
+
+# the American spelling keeps working for scripts written against earlier versions
+cli.add_command(neighbours, name="neighbors")
+
+
+@cli.command(name="set-query-model")
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.argument("label")
+@click.argument("llm_model_id", required=False)
+def set_query_model(db: str, label: str, llm_model_id: str | None) -> None:
+    """Record in DB which llm model embeds queries for stored model LABEL.
+
+    This is the database's own mapping (the `models.llm_model_id` column): a
+    published database then answers search by text or image without any plugin
+    configuration. Plugin configuration still wins. Leave LLM_MODEL_ID out to clear it.
+
+        datasette-embeddings set-query-model collection.db clip-ViT-B-32 clip
+    """
+    store = _open_for_writing(db)
+    try:
+        if store.model(label) is None:
+            known = ", ".join(m.label for m in store.models()) or "none"
+            raise CommandError(f"{db}: unknown model '{label}' (known: {known})")
+        store.set_llm_model_id(label, llm_model_id)
+    finally:
+        store.conn.close()
+
+
+def _open_for_writing(db: str):
+    """An existing database, its schema brought up to date; refuses a file without our tables (exit 1)."""
+    from .storage.store import Store
+
+    try:
+        store = Store.open(db, readonly=False)
+        store.migrate()
+    except EmbeddingsError as ex:
+        raise CommandError(str(ex))
+    return store
 
 
 @cli.command()

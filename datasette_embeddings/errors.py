@@ -28,6 +28,18 @@ class UnsupportedMediaError(EmbeddingsError):
     """An upload is not an image format the models accept."""
 
 
+class EmbeddingError(EmbeddingsError):
+    """Embedding was refused or failed (unknown model, a text to an image model, a bad image)."""
+
+
+class SimilarityError(InvalidRequestError):
+    """A similarity request that cannot be answered (bad k, a vector of the wrong length)."""
+
+
+class SimilarityNotFound(SimilarityError, NotFoundError):
+    """A similarity request naming a record or model the database does not hold."""
+
+
 class ConfigError(EmbeddingsError):
     """The plugin configuration is wrong; the message names the key."""
 

@@ -17,7 +17,7 @@ def test_startup_caps_blas_threads(loaded_db, setting, expected):
 
     if not blas_threads():
         pytest.skip("no BLAS library that threadpoolctl can control")
-    plugin = {"fast_index": {"blas_threads": setting, "warm": False}} if setting else {"fast_index": {"warm": False}}
+    plugin = {"fast_index": {"blas_threads": setting, "build_at_startup": False}} if setting else {"fast_index": {"build_at_startup": False}}
     with threadpoolctl.threadpool_limits(limits=None):  # restores this process's own count afterwards
         ds = Datasette([str(loaded_db)], metadata={"plugins": {"datasette-embeddings": plugin}})
         asyncio.run(ds.invoke_startup())
@@ -26,5 +26,5 @@ def test_startup_caps_blas_threads(loaded_db, setting, expected):
 
 def test_blas_threads_must_be_a_number(loaded_db):
     ds = Datasette([str(loaded_db)], metadata={"plugins": {"datasette-embeddings": {"fast_index": {"blas_threads": "many"}}}})
-    with pytest.raises(ValueError, match="fast_index.blas_threads must be int"):
+    with pytest.raises(ValueError, match="fast_index: blas_threads must be a number"):
         asyncio.run(ds.invoke_startup())

@@ -233,12 +233,9 @@ def test_near_duplicates_equal_numpy_brute_force(duplicates_db, fast_index_confi
     sims = sorted(s for _, _, s in expected)
     assert all(abs(s - threshold) > 1e-4 for s in sims)  # no pair sits on the threshold's rounding edge
     ds_ = Datasette([str(duplicates_db)], metadata={"plugins": {"datasette-embeddings": {"fast_index": fast_index_config}}})
-    try:
-        r = fetch(ds_, "/dups/near_duplicates.json", params={"model": "dup-16", "threshold": str(threshold), "_shape": "array"})
-        assert r.status_code == 200, r.text[:500]
-        got = r.json()
-    finally:
-        fast_index.configure({})
+    r = fetch(ds_, "/dups/near_duplicates.json", params={"model": "dup-16", "threshold": str(threshold), "_shape": "array"})
+    assert r.status_code == 200, r.text[:500]
+    got = r.json()
     assert [g["id"] for g in got] == [a for a, _, _ in expected]
     assert all(g["match_id"] in nearest for g, (_, nearest, _) in zip(got, expected))
     assert sum(len(nearest) > 1 for _, nearest, _ in expected) >= 1  # a tie between copies was met
@@ -280,7 +277,7 @@ def _mark_stored_similarities(path, value: float) -> None:
     import sqlite3
 
     conn = sqlite3.connect(path)
-    conn.execute("update neighbors set similarity = ?", [value])
+    conn.execute("update neighbours set similarity = ?", [value])
     conn.commit()
     conn.close()
 

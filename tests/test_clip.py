@@ -10,7 +10,7 @@ from datasette_embeddings.files import harvest as embed
 from datasette_embeddings.files import loader
 from datasette_embeddings.embedding import runtime as models
 from datasette_embeddings.sql import functions as sql_functions
-from datasette_embeddings.embedding.runtime import EmbeddingConfig
+from datasette_embeddings.config import EmbeddingConfig, PluginConfig
 from datasette_embeddings.storage.connection import connect
 from tests import tiny_clip
 from tests.conftest import TEST_DATA
@@ -50,7 +50,7 @@ def test_llm_clip_text_and_image_vectors_have_the_same_length(clip_staged, data_
 
 def test_embed_image_in_sql_feeds_a_vec0_knn(clip_db, data_dir):
     conn = connect(str(clip_db))
-    sql_functions.register_functions(conn, EmbeddingConfig(models={"clip-ViT-B-32": "clip"}))
+    sql_functions.register_functions(conn, PluginConfig(embedding=EmbeddingConfig(models={"clip-ViT-B-32": "clip"})))
     (table, dims) = conn.execute("select vec_table, dimensions from models where label = 'clip-ViT-B-32'").fetchone()
     assert dims == tiny_clip.PROJECTION_DIM
     query = (data_dir / "images" / "DP259541.jpg").read_bytes()

@@ -202,7 +202,9 @@ def test_an_export_during_a_load_is_one_snapshot(tmp_path, db, monkeypatch):
     write_parquet(more, make_records(n=5, providers=("louvre",), models={"clip": 6, "minilm": 4}, seed=9))
     expected = dump_database(db)
     paused, resume = threading.Event(), threading.Event()
-    real_connect = exporter.connect
+    from datasette_embeddings.storage import connection
+
+    real_connect = connection.connect
 
     def connect(*args, **kwargs):
         conn = real_connect(*args, **kwargs)
@@ -216,7 +218,7 @@ def test_an_export_during_a_load_is_one_snapshot(tmp_path, db, monkeypatch):
         conn.set_trace_callback(on_statement)
         return conn
 
-    monkeypatch.setattr(exporter, "connect", connect)
+    monkeypatch.setattr(connection, "connect", connect)
     out = tmp_path / "snapshot.parquet"
     result: list = []
     thread = threading.Thread(target=lambda: result.append(exporter.export(str(db), str(out))))

@@ -4,7 +4,13 @@ import json
 import numpy as np
 import pytest
 
+from datasette_embeddings import config as plugin_config
+from datasette_embeddings.config import IndexSettings
 from datasette_embeddings.search import memory_index as fast_index
+from datasette_embeddings.sql import functions as sql_functions
+
+#: the approximate index from 1,000 records on, so a small test collection gets one
+ANN = IndexSettings(ann_threshold=1000)
 from datasette_embeddings.files import loader
 from datasette_embeddings.search.similarity import NeighbourFilter, nearest_ids, vec0_nearest_ids
 from datasette_embeddings.storage.connection import connect
@@ -174,16 +180,16 @@ def test_second_load_is_noticed(tmp_path):
         conn.close()
 
 
-def test_memory_budget_falls_back_to_vec0(conn, monkeypatch):
-    monkeypatch.setattr(fast_index.settings, "max_memory_mb", 0.001)
+def test_memory_budget_falls_back_to_vec0(conn):
+    tiny = IndexSettings(max_memory_mb=0.001)
     model = _model(conn)
     vector = np.ones(DIMS, dtype=np.float32)
-    assert fast_index.search(conn, model, vector, 5, NeighbourFilter()) is None
-    _assert_same(nearest_ids(conn, model, vector, 5), vec0_nearest_ids(conn, model, vector, 5))
+    assert fast_index.search(conn, model, vector, 5, NeighbourFilter(), settings=tiny) is None
+    _assert_same(nearest_ids(conn, model, vector, 5, settings=tiny), vec0_nearest_ids(conn, model, vector, 5))
 
 
 def test_sql_function_through_a_connection(conn):
-    fast_index.register_sql_functions(conn)
+    sql_functions.register_functions(conn)
     model = _model(conn)
     vector = np.ones(DIMS, dtype=np.float32)
     rows = conn.execute(
@@ -212,7 +218,7 @@ def test_sql_function_through_a_connection(conn):
     ],
 )
 def test_sql_function_rejects_bad_input(conn, args, message):
-    fast_index.register_sql_functions(conn)
+    sql_functions.register_functions(conn)
     params = [np.ones(DIMS, dtype=np.float32).tobytes()] if "?" in args else []
     with pytest.raises(Exception, match=message):
         conn.execute(f"select embeddings_nearest({', '.join(args)})", params).fetchone()
@@ -237,13 +243,6 @@ def test_sql_function_in_datasette(db_path):
     finally:
         conn.close()
     assert [row["id"] for row in response.json()] == [rid for rid, _ in expected]
-
-
-def test_plugin_config_is_checked():
-    with pytest.raises(ValueError, match="unknown fast_index setting 'nope'"):
-        fast_index.configure({"fast_index": {"nope": 1}})
-    with pytest.raises(ValueError, match="fast_index.ann_threshold must be int"):
-        fast_index.configure({"fast_index": {"ann_threshold": "many"}})
 
 
 # ------------------------------------------------------------------ approximate path
@@ -274,7 +273,6 @@ def ann_db(tmp_path, monkeypatch):
     write_parquet(path, records)
     db = tmp_path / "ann.db"
     loader.load(str(db), [str(path)])
-    monkeypatch.setattr(fast_index.settings, "ann_threshold", 1000)
     fast_index.clear_cache()
     conn = connect(str(db))
     yield conn, centres
@@ -285,13 +283,13 @@ def ann_db(tmp_path, monkeypatch):
 def test_ann_recall_on_clustered_data(ann_db):
     conn, centres = ann_db
     model = _model(conn)
-    index = fast_index.index_for(conn, model, wait_for_ann=True)
+    index = fast_index.index_for(conn, model, ANN, wait_for_ann=True)
     assert index.ann_state == "ready"
     rng = np.random.default_rng(12)
     recalls = []
     for _ in range(50):
         q = (centres[rng.integers(0, 40)] + rng.normal(0, 0.25, 32)).astype(np.float32)
-        found = fast_index.search(conn, model, q, 10, NeighbourFilter())
+        found = fast_index.search(conn, model, q, 10, NeighbourFilter(), settings=ANN)
         exact = vec0_nearest_ids(conn, model, q, 10, NeighbourFilter())
         recalls.append(len({r for r, _ in found} & {r for r, _ in exact}) / 10)
         # similarities are exact even when the candidates come from the graph
@@ -305,13 +303,13 @@ def test_ann_recall_on_clustered_data(ann_db):
 def test_ann_filtered_query_still_returns_k(ann_db):
     conn, centres = ann_db
     model = _model(conn)
-    fast_index.index_for(conn, model, wait_for_ann=True)
+    fast_index.index_for(conn, model, ANN, wait_for_ann=True)
     q = centres[0].astype(np.float32)
     # 'small' (400 rows) is below the threshold: scored exactly on its own rows
-    small = fast_index.search(conn, model, q, 10, NeighbourFilter(providers=("small",)))
+    small = fast_index.search(conn, model, q, 10, NeighbourFilter(providers=("small",)), settings=ANN)
     _assert_same(small, vec0_nearest_ids(conn, model, q, 10, NeighbourFilter(providers=("small",))))
     # 'big' is above it: the graph answers, k rows, all of that provider (a range selector)
-    big = fast_index.search(conn, model, q, 10, NeighbourFilter(providers=("big",)))
+    big = fast_index.search(conn, model, q, 10, NeighbourFilter(providers=("big",)), settings=ANN)
     assert len(big) == 10
     big_ids = {r[0] for r in conn.execute("select id from records where provider = 'big'")}
     assert {rid for rid, _ in big} <= big_ids
@@ -323,14 +321,14 @@ def test_ann_bitmap_filter_and_excluded_subject(ann_db, monkeypatch):
     """Two providers (neither adjacent nor whole) become a bitmap selector; excluded rows never come back."""
     conn, centres = ann_db
     model = _model(conn)
-    index = fast_index.index_for(conn, model, wait_for_ann=True)
+    index = fast_index.index_for(conn, model, ANN, wait_for_ann=True)
     assert index.ann_state == "ready"
     query = centres[3].astype(np.float32)
     rows = index.ann.candidates(query, 30, [(0, 100), (3700, 4000)])
     assert len(rows) == 30 and all(r < 100 or r >= 3700 for r in rows)
-    nearest = fast_index.search(conn, model, query, 1, NeighbourFilter())[0][0]
+    nearest = fast_index.search(conn, model, query, 1, NeighbourFilter(), settings=ANN)[0][0]
     subject = conn.execute("select subject_id from records where id = ?", [nearest]).fetchone()[0]
-    found = fast_index.search(conn, model, query, 10, NeighbourFilter(exclude_subject=subject))
+    found = fast_index.search(conn, model, query, 10, NeighbourFilter(exclude_subject=subject), settings=ANN)
     assert len(found) == 10 and nearest not in {rid for rid, _ in found}
 
 
@@ -348,13 +346,10 @@ def test_plugin_config_reaches_the_index(db_path):
     async def fetch():
         return await ds.client.get("/fast.json", params={"sql": sql, "_shape": "array"})
 
-    try:
-        row = asyncio.run(fetch()).json()[0]
-        assert fast_index.settings.ann_threshold == 1234
-        assert len(json.loads(row["n"])) == 3
-        assert json.loads(row["s"])["exact"] is False  # nothing was built: vec0 answered
-    finally:
-        fast_index.configure({})
+    row = asyncio.run(fetch()).json()[0]
+    assert plugin_config.for_datasette(ds).fast_index.ann_threshold == 1234
+    assert len(json.loads(row["n"])) == 3
+    assert json.loads(row["s"])["exact"] is False  # nothing was built: vec0 answered
 
 
 # ------------------------------------------------------------------ building the index
@@ -421,7 +416,6 @@ def test_sql_function_leaves_the_calling_query_running(conn):
     did, and SQLite aborted the query with "abort due to ROLLBACK")."""
     from datasette_embeddings.sql import functions as sql_functions
     from datasette_embeddings.web import canned
-    fast_index.register_sql_functions(conn)
     sql_functions.register_functions(conn)  # the canned queries check their parameters with these
     model = _model(conn)
     sql = canned.near_duplicates_sql([model])

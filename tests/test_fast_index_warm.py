@@ -11,6 +11,7 @@ import pytest
 import sqlite_utils
 from datasette.app import Datasette
 
+from datasette_embeddings.config import IndexSettings
 from datasette_embeddings.search import memory_index as fast_index
 from datasette_embeddings.search import index_warmup
 from datasette_embeddings.files import loader
@@ -38,7 +39,6 @@ def fresh_cache():
     fast_index.clear_cache()
     yield
     _join_warmups()
-    fast_index.configure({})
     fast_index.clear_cache()
 
 
@@ -135,7 +135,7 @@ def test_startup_readiness_is_visible_by_polling_sql(warm_db):
 
 def test_warm_false_builds_nothing_at_startup(warm_db, monkeypatch):
     builds = _record_builds(monkeypatch)
-    ds = _datasette(warm_db, warm=False)
+    ds = _datasette(warm_db, build_at_startup=False)
     _start(ds)
     assert not [t for t in threading.enumerate() if t.name == index_warmup.THREAD_NAME]
     time.sleep(0.3)
@@ -156,8 +156,8 @@ def test_disabled_fast_index_is_not_warmed(warm_db, monkeypatch):
 
 
 def test_bad_warm_setting_stops_startup(warm_db):
-    with pytest.raises(ValueError, match="fast_index.warm must be true or false"):
-        _start(_datasette(warm_db, warm="yes"))
+    with pytest.raises(ValueError, match="fast_index: build_at_startup must be true or false"):
+        _start(_datasette(warm_db, build_at_startup="yes"))
 
 
 def test_query_during_warm_up_waits_for_it_and_is_right(warm_db, records, monkeypatch):
@@ -251,24 +251,24 @@ def test_memory_budget_and_lru_are_respected(warm_db, monkeypatch):
     rows = PER_PROVIDER * len(PROVIDERS)
     size = {label: rows * (dims * 4 + 16) for label, dims in MODELS.items()}
     # room for either model alone, not both
-    monkeypatch.setattr(fast_index.settings, "max_memory_mb", (max(size.values()) + 100) / 1e6)
-    assert index_warmup.warm_database(str(warm_db)) == ["m"]
+    room_for_one = IndexSettings(max_memory_mb=(max(size.values()) + 100) / 1e6)
+    assert index_warmup.warm_database(str(warm_db), settings=room_for_one) == ["m"]
     assert _status(warm_db, "m")["exact"] and not _status(warm_db, "n")["exact"]
 
     # a query built n; the warm-up leaves it held rather than push it out for m
     fast_index.clear_cache()
     conn = connect(str(warm_db), readonly=True)
     try:
-        assert fast_index.index_for(conn, Store(conn).model("n")) is not None
+        assert fast_index.index_for(conn, Store(conn).model("n"), room_for_one) is not None
     finally:
         conn.close()
-    assert index_warmup.warm_database(str(warm_db)) == []
+    assert index_warmup.warm_database(str(warm_db), settings=room_for_one) == []
     assert _status(warm_db, "n")["exact"] and not _status(warm_db, "m")["exact"]
 
     # a model alone over the budget is never built (vec0 answers it)
     fast_index.clear_cache()
-    monkeypatch.setattr(fast_index.settings, "max_memory_mb", (min(size.values()) + 100) / 1e6)
-    assert index_warmup.warm_database(str(warm_db)) == ["n"]
+    room_for_small = IndexSettings(max_memory_mb=(min(size.values()) + 100) / 1e6)
+    assert index_warmup.warm_database(str(warm_db), settings=room_for_small) == ["n"]
 
 
 def test_warm_database_reads_immutable_files_without_changing_them(warm_db):

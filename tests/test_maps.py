@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import adjusted_rand_score
 
+from datasette_embeddings.storage.store import stored_version
 from datasette_embeddings.cli import cli
 from datasette_embeddings.errors import InvalidRequestError
 from datasette_embeddings.files import loader
@@ -105,7 +106,7 @@ def test_a_load_makes_the_map_stale(planted_db, tmp_path):
     conn = connect(str(db))
     maps.build(conn, [], n_clusters=3)
     assert maps.status(conn, "m-16")["stale"] is False
-    assert distribution.current(conn, "m-16", maps.data_version(conn, "m-16"))
+    assert distribution.current(conn, "m-16", stored_version(conn, "m-16"))
     more, _ = planted_records(per_theme=1, seed=9)
     for r in more:
         r["depiction_id"] += "-new"
@@ -113,7 +114,7 @@ def test_a_load_makes_the_map_stale(planted_db, tmp_path):
     loader.load(str(db), [str(tmp_path / "more.parquet")])
     conn = connect(str(db))
     assert maps.status(conn, "m-16")["stale"] is True
-    assert distribution.current(conn, "m-16", maps.data_version(conn, "m-16")) is None
+    assert distribution.current(conn, "m-16", stored_version(conn, "m-16")) is None
 
 
 def test_more_clusters_than_records_is_a_clear_error_and_stores_nothing(planted_db):
@@ -209,7 +210,7 @@ def test_neighbors_also_stores_the_distribution(tmp_path):
     loader.load(str(db), [str(path)])
     assert CliRunner().invoke(cli, ["neighbors", str(db), "--k", "3"]).exit_code == 0
     conn = connect(str(db))
-    assert distribution.current(conn, "m-8", maps.data_version(conn, "m-8"))[-1] <= 1.0
+    assert distribution.current(conn, "m-8", stored_version(conn, "m-8"))[-1] <= 1.0
 
 
 def test_umap_layout_keeps_planted_clusters_apart(planted_db):

@@ -8,8 +8,9 @@ import pytest
 from datasette.app import Datasette
 
 from datasette_embeddings.embedding import runtime as models
-from datasette_embeddings.embedding.runtime import EmbeddingConfig, EmbeddingError
-from datasette_embeddings.storage.store import ModelInfo
+from datasette_embeddings.config import EmbeddingConfig, PluginConfig
+from datasette_embeddings.embedding import resolver
+from datasette_embeddings.errors import EmbeddingError
 from tests.conftest import TEST_DATA
 from tests.fake_model import FakeCountingModel, registered
 
@@ -21,48 +22,15 @@ def fake():
         yield model
 
 
-# ---------------------------------------------------------------- configuration
-
-def test_config_defaults_and_values():
-    config = EmbeddingConfig.from_dict(
-        {"models": {"clip-ViT-B-32": "clip"}, "query_embedding": False, "max_text_length": 50, "text_cache_size": 0}
-    )
-    assert config.models == {"clip-ViT-B-32": "clip"}
-    assert config.query_embedding is False and config.max_text_length == 50 and config.text_cache_size == 0
-    assert EmbeddingConfig.from_dict(None) == EmbeddingConfig()
-
-
-@pytest.mark.parametrize(
-    "data,message",
-    [
-        ({"models": ["clip"]}, "models must map stored model labels"),
-        ({"models": {"a": 3}}, "models must map stored model labels"),
-        ({"query_embedding": "no"}, "query_embedding must be true or false"),
-        ({"max_text_length": 0}, "max_text_length must be an integer >= 1"),
-        ({"max_image_bytes": "10MB"}, "max_image_bytes must be an integer"),
-        ({"max_image_pixels": True}, "max_image_pixels must be an integer"),
-    ],
-)
-def test_bad_config_names_the_key(data, message):
-    with pytest.raises(EmbeddingError, match=message):
-        EmbeddingConfig.from_dict(data)
-
-
-def test_config_from_datasette_metadata():
-    ds = Datasette(memory=True, metadata={"plugins": {"datasette-embeddings": {"models": {"x": "colour-layout-v1"}}}})
-    assert models.config_of(ds).models == {"x": "colour-layout-v1"}
-
-
 # ---------------------------------------------------------------- labels -> llm ids
 
 def test_config_wins_over_column_wins_over_label():
     config = EmbeddingConfig(models={"clip-ViT-B-32": "colour-layout-v1"})
-    with_column = ModelInfo("clip-ViT-B-32", "vec_x", 512, 0, llm_model_id="clip")
-    assert models.llm_model_for_label(config, with_column) == "colour-layout-v1"
-    assert models.llm_model_for_label(EmbeddingConfig(), with_column) == "clip"
-    # a label that is itself an llm model id needs no mapping
-    assert models.llm_model_for_label(None, "colour-layout-v1") == "colour-layout-v1"
-    assert models.llm_model_for_label(None, ModelInfo("example/no-such-model", "vec_y", 512, 0)) is None
+    assert resolver.query_model_id(config, "clip-ViT-B-32", stored=True, stored_llm_id="clip") == "colour-layout-v1"
+    assert resolver.query_model_id(EmbeddingConfig(), "clip-ViT-B-32", stored=True, stored_llm_id="clip") == "clip"
+    # a stored label that is itself an llm model id needs no mapping
+    assert resolver.query_model_id(EmbeddingConfig(), "colour-layout-v1", stored=True) == "colour-layout-v1"
+    assert resolver.query_model_id(EmbeddingConfig(), "example/no-such-model", stored=True) is None
 
 
 def test_unknown_model_lists_installed_models():
@@ -178,7 +146,7 @@ def test_image_errors_are_embedding_errors():
     with pytest.raises(EmbeddingError, match="got text; embed_image never reads files or URLs"):
         models.embed_image("colour-layout-v1", "/etc/passwd")
     with pytest.raises(EmbeddingError, match="at most 10 bytes"):
-        models.embed_image("colour-layout-v1", b"x" * 11, config=EmbeddingConfig(max_image_bytes=10))
+        models.embed_image("colour-layout-v1", b"x" * 11, config=EmbeddingConfig(max_upload_bytes=10))
 
 
 def test_a_failing_model_is_an_embedding_error():
@@ -194,16 +162,16 @@ def test_a_failing_model_is_an_embedding_error():
 # ---------------------------------------------------------------- warm-up
 
 def test_warm_loads_configured_models_in_the_background(fake):
-    ds = Datasette(memory=True, metadata={"plugins": {"datasette-embeddings": {"models": {"label-a": "fake-counting-model"}}}})
-    thread = models.warm_in_background(ds)
+    config = PluginConfig.from_dict({"models": {"label-a": "fake-counting-model"}})
+    thread = models.load_models_in_background(config.embedding)
     thread.join(10)
     assert fake.batches == [["warm-up"]]
     assert models.warm(["no-such-model"])["no-such-model"].startswith("unknown embedding model")
 
 
 def test_nothing_is_warmed_when_query_embedding_is_off(fake):
-    ds = Datasette(memory=True, metadata={"plugins": {"datasette-embeddings": {"models": {"a": "fake-counting-model"}, "query_embedding": False}}})
-    assert models.warm_in_background(ds) is None
+    config = PluginConfig.from_dict({"models": {"a": "fake-counting-model"}, "query_embedding": False})
+    assert models.load_models_in_background(config.embedding) is None
     assert fake.calls == 0
 
 
@@ -244,11 +212,14 @@ async def test_datasette_startup_hook_warms_configured_models(fake):
     assert ["warm-up"] in fake.batches
 
 
-def test_embedding_accepts_a_datasette_as_config(fake):
+def test_embedding_takes_the_instance_config(fake):
+    from datasette_embeddings import config as plugin_config
+
     ds = Datasette(memory=True, metadata={"plugins": {"datasette-embeddings": {"max_text_length": 3}}})
+    config = plugin_config.for_datasette(ds).embedding
     with pytest.raises(EmbeddingError, match="at most 3 are allowed"):
-        models.embed_text("fake-counting-model", "four", config=ds)
-    assert models.embed_text("fake-counting-model", "one", config=ds).shape == (8,)
+        models.embed_text("fake-counting-model", "four", config=config)
+    assert models.embed_text("fake-counting-model", "one", config=config).shape == (8,)
 
 
 def test_minilm_without_its_packages_names_the_extra(monkeypatch):

@@ -39,7 +39,7 @@ def _brute_force(conn, label, k):
 def _stored(conn, label):
     got = {}
     for rid, nid, rank, sim in conn.execute(
-        "select record_id, neighbour_id, rank, similarity from neighbors where model = ? order by record_id, rank", [label]
+        "select record_id, neighbour_id, rank, similarity from neighbours where model = ? order by record_id, rank", [label]
     ):
         got.setdefault(rid, []).append((nid, sim))
     return got
@@ -77,9 +77,9 @@ def test_cli_builds_all_models_and_replaces_older_rows(db):
     assert result.exit_code == 0, result.output
     conn = connect(str(db))
     try:
-        counts = dict(conn.execute("select model, count(*) from neighbors group by model").fetchall())
+        counts = dict(conn.execute("select model, count(*) from neighbours group by model").fetchall())
         assert counts == {"m-8": 120 * 5, "m-4": 120 * 3}
-        assert dict(conn.execute("select model, k from neighbors_models").fetchall()) == {"m-8": 5, "m-4": 3}
+        assert dict(conn.execute("select model, k from neighbour_runs").fetchall()) == {"m-8": 5, "m-4": 3}
         for label, k in (("m-8", 5), ("m-4", 3)):
             _assert_matches(_stored(conn, label), _brute_force(conn, label, k))
     finally:
@@ -102,7 +102,7 @@ def test_similar_to_record_reads_the_table_while_current(db, tmp_path):
         rid = conn.execute("select id from records where model = 'm-8' order by id limit 1").fetchone()[0]
         neighbors.build(conn, ["m-8"], k=5)
         # make the stored rows recognisable: if similar_to_record returns them, it read the table
-        conn.execute("update neighbors set similarity = -2 - rank where record_id = ?", [rid])
+        conn.execute("update neighbours set similarity = -2 - rank where record_id = ?", [rid])
         _, found = similar_to_record(conn, rid, k=4)
         assert [n.similarity for n in found] == [-3, -4, -5, -6]
         assert found[0].record["model"] == "m-8"
@@ -131,8 +131,8 @@ def test_record_page_in_datasette_uses_the_table(db):
     try:
         rid = conn.execute("select id from records where model = 'm-4' order by id limit 1").fetchone()[0]
         neighbors.build(conn, ["m-4"], k=5)
-        expected = [r[0] for r in conn.execute("select neighbour_id from neighbors where record_id = ? order by rank", [rid])]
-        conn.execute("update neighbors set similarity = 0.5 where record_id = ?", [rid])
+        expected = [r[0] for r in conn.execute("select neighbour_id from neighbours where record_id = ? order by rank", [rid])]
+        conn.execute("update neighbours set similarity = 0.5 where record_id = ?", [rid])
     finally:
         conn.close()
     ds = Datasette([str(db)])

@@ -22,7 +22,9 @@ from datasette_embeddings import cli
 from datasette_embeddings.embedding import adapters, model_check
 from datasette_embeddings.embedding import runtime
 from datasette_embeddings.embedding.adapters import catalogue, transformers_models
-from datasette_embeddings.embedding.runtime import EmbeddingConfig, EmbeddingError
+from datasette_embeddings.config import EmbeddingConfig, PluginConfig
+from datasette_embeddings.embedding import resolver
+from datasette_embeddings.errors import EmbeddingError
 from datasette_embeddings.files import harvest, loader
 from datasette_embeddings.sql import functions as sql_functions
 from datasette_embeddings.storage.connection import connect
@@ -70,11 +72,10 @@ def test_every_label_and_alias_is_unique():
 
 
 def test_a_stored_label_needs_no_mapping_but_metadata_still_wins():
-    assert runtime.llm_model_for_label(EmbeddingConfig(), "google/siglip2-so400m-patch14-384") == (
-        "google/siglip2-so400m-patch14-384"
-    )
-    config = EmbeddingConfig(models={"google/siglip2-so400m-patch14-384": "colour-layout-v1"})
-    assert runtime.llm_model_for_label(config, "google/siglip2-so400m-patch14-384") == "colour-layout-v1"
+    label = "google/siglip2-so400m-patch14-384"
+    assert resolver.query_model_id(EmbeddingConfig(), label, stored=True) == label
+    config = EmbeddingConfig(models={label: "colour-layout-v1"})
+    assert resolver.query_model_id(config, label, stored=True) == "colour-layout-v1"
 
 
 # ---------------------------------------------------------------- vectors
@@ -231,7 +232,7 @@ def vec_table(db, label: str) -> str:
 
 def test_embed_text_and_embed_image_in_sql_feed_a_vec0_knn(published_db):
     conn = connect(str(published_db))
-    sql_functions.register_functions(conn, EmbeddingConfig())
+    sql_functions.register_functions(conn, PluginConfig())
     table = vec_table(published_db, tiny_models.NAFLEX)
     rows = conn.execute(
         f"select r.depiction_id, v.distance from {table} v join records r on r.id = v.id "

@@ -10,7 +10,8 @@ from datasette_embeddings.files import harvest as embed
 from datasette_embeddings.files import loader
 from datasette_embeddings.embedding import runtime as models
 from datasette_embeddings.sql import functions as sql_functions
-from datasette_embeddings.embedding.runtime import EmbeddingConfig
+from datasette_embeddings.config import EmbeddingConfig, PluginConfig
+from datasette_embeddings.errors import ConfigError
 from datasette_embeddings.storage.connection import connect, sqlite3
 from datasette_embeddings.storage.store import Store
 from datasette_embeddings.storage.vectors import from_blob
@@ -40,7 +41,7 @@ def images_db(tmp_path_factory):
 @pytest.fixture
 def conn(images_db):
     c = connect(str(images_db))
-    sql_functions.register_functions(c, EmbeddingConfig(max_text_length=40, max_image_bytes=2_000_000, max_image_pixels=5_000_000))
+    sql_functions.register_functions(c, PluginConfig(embedding=EmbeddingConfig(max_text_length=40, max_upload_bytes=2_000_000, max_image_pixels=5_000_000)))
     yield c
     c.close()
 
@@ -107,7 +108,7 @@ def test_stored_label_maps_through_models_table_and_config(conn, images_db):
         fake = FakeCountingModel("fake-text-only-model")
         with registered(fake):
             c2 = connect(str(images_db))
-            sql_functions.register_functions(c2, EmbeddingConfig(models={"museum-colours": "fake-text-only-model"}))
+            sql_functions.register_functions(c2, PluginConfig(embedding=EmbeddingConfig(models={"museum-colours": "fake-text-only-model"})))
             with pytest.raises(sqlite3.OperationalError, match="model 'fake-text-only-model' cannot embed images"):
                 c2.execute("select embed_image('museum-colours', ?)", [blob]).fetchone()
             assert from_blob(c2.execute("select embed_text('museum-colours', 'hi')").fetchone()[0]).shape == (8,)
@@ -118,11 +119,16 @@ def test_stored_label_maps_through_models_table_and_config(conn, images_db):
         w.close()
 
 
-def test_repeated_text_in_sql_is_cached(conn):
+def test_repeated_text_in_sql_is_cached(images_db):
     fake = FakeCountingModel("fake-sql-cache-model")
-    with registered(fake):
-        for _ in range(3):
-            conn.execute("select embed_text('fake-sql-cache-model', 'gold purple faucet')").fetchone()
+    c = connect(str(images_db))
+    sql_functions.register_functions(c, PluginConfig(embedding=EmbeddingConfig(models={"words": "fake-sql-cache-model"})))
+    try:
+        with registered(fake):
+            for _ in range(3):
+                c.execute("select embed_text('words', 'gold purple faucet')").fetchone()
+    finally:
+        c.close()
     assert fake.calls == 1
 
 
@@ -174,7 +180,7 @@ def test_errors_are_sql_errors_with_clear_messages(conn, sql, params, message):
 
 def test_embedding_disabled():
     c = connect(":memory:")
-    sql_functions.register_functions(c, EmbeddingConfig(query_embedding=False))
+    sql_functions.register_functions(c, PluginConfig(embedding=EmbeddingConfig(query_embedding=False)))
     for sql in ("select embed_text('colour-layout-v1', 'x')", "select embed_image('colour-layout-v1', x'00')"):
         with pytest.raises(sqlite3.OperationalError, match="query-time embedding is disabled on this instance"):
             c.execute(sql).fetchall()
@@ -221,7 +227,7 @@ async def test_datasette_knn_with_embed_image(images_db):
         ({}, "select embed_image('colour-layout-v1', x'00010203')", "is not an image"),
         ({}, "select embed_text('colour-layout-v1', 'a red vase')", "cannot embed text"),
         ({"max_text_length": 5}, "select embed_text('colour-layout-v1', 'a long text')", "at most 5 are allowed"),
-        ({"max_image_bytes": 10}, "select embed_image('colour-layout-v1', zeroblob(11))", "at most 10 bytes"),
+        ({"max_upload_bytes": 10}, "select embed_image('colour-layout-v1', zeroblob(11))", "at most 10 bytes"),
         ({"query_embedding": False}, "select embed_text('colour-layout-v1', 'x')", "query-time embedding is disabled"),
         ({}, "select vec_cosine('[1]', '[1,2]')", "vectors differ in length"),
     ],
@@ -236,7 +242,7 @@ async def test_datasette_returns_400_with_the_message(images_db, config, sql, me
 @pytest.mark.asyncio
 async def test_datasette_refuses_to_start_with_bad_config(images_db):
     ds = datasette_for(images_db, max_text_length="long")
-    with pytest.raises(models.EmbeddingError, match="max_text_length must be an integer"):
+    with pytest.raises(ConfigError, match="max_text_length must be a number"):
         await ds.invoke_startup()
 
 

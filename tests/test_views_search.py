@@ -121,11 +121,51 @@ def test_upload_of_an_unaccepted_format_is_415(ds):
     assert r.status_code == 415 and "BMP is not accepted" in r.json()["error"]
 
 
-def test_upload_over_the_size_limit_is_413(ds, monkeypatch):
-    from datasette_embeddings.web import search_page as search
-    monkeypatch.setattr(search, "MAX_UPLOAD_BYTES", 1024 * 1024)
+def _datasette_with(museum_db, **config):
+    from datasette.app import Datasette
+
+    return Datasette([str(museum_db)], metadata={"plugins": {"datasette-embeddings": config}})
+
+
+def test_upload_over_the_size_limit_is_413(museum_db):
+    small = _datasette_with(museum_db, max_upload_bytes=1024 * 1024)
     big = b"\xff\xd8" + b"0" * (1024 * 1024 + 200 * 1024)
-    r = fetch(ds, "/museum/-/search.json", "post", content=big, headers={"content-type": "image/jpeg"})
+    r = fetch(small, "/museum/-/search.json", "post", content=big, headers={"content-type": "image/jpeg"})
+    assert r.status_code == 413 and "upload too large" in r.json()["error"]
+
+
+def png_of_exactly(size: int) -> bytes:
+    """A real, incompressible PNG padded with a private ancillary chunk to exactly ``size`` bytes."""
+    import random
+    import struct
+    import zlib
+
+    rng = random.Random(5)
+    image = Image.frombytes("RGB", (1800, 1800), rng.randbytes(1800 * 1800 * 3))
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    data = out.getvalue()
+    padding = size - len(data) - 12  # a chunk is length, type and CRC around its data
+    assert padding >= 0
+    body = b"\0" * padding
+    chunk = struct.pack(">I", padding) + b"emBd" + body + struct.pack(">I", zlib.crc32(b"emBd" + body))
+    end = data.rindex(b"IEND") - 4
+    result = data[:end] + chunk + data[end:]
+    assert len(result) == size
+    return result
+
+
+def test_one_upload_limit_regression_at_10162098_bytes(museum_db):
+    """Two limits (10 MiB for the body, 10 MB for the image) once answered this file 400 "could not embed"."""
+    image = png_of_exactly(10_162_098)
+    path = f"/museum/-/search.json?model={IMAGE_MODEL}&k=3"
+    # under the default limit of 10 MiB: searched, not refused on the way
+    r = fetch(_datasette_with(museum_db), path, "post", content=image, headers={"content-type": "image/png"})
+    assert r.status_code == 200, r.text[:300]
+    assert len(r.json()["results"]) == 3
+    # one byte under its size, the same limit refuses it with 413 wherever it is checked
+    r = fetch(_datasette_with(museum_db, max_upload_bytes=10_162_097), path, "post", content=image,
+              headers={"content-type": "image/png"})
     assert r.status_code == 413 and "upload too large" in r.json()["error"]
 
 

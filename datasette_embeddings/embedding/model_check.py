@@ -17,10 +17,11 @@ from typing import Callable
 
 import numpy as np
 
+from ..config import EmbeddingConfig
 from ..errors import InvalidRequestError, NotFoundError
 from ..storage.connection import connect
 from ..storage.store import Store
-from . import runtime
+from . import resolver, runtime
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp")
 #: one preview download at most this long and this large
@@ -135,7 +136,9 @@ def check_model(
             known = ", ".join(m.label for m in store.models()) or "none"
             raise NotFoundError(f"{db_path} holds no model '{label}' (it holds: {known})")
         label = model.label
-        model_id = llm_model_id or runtime.llm_model_for_label(None, model)
+        model_id = llm_model_id or resolver.query_model_id(
+            EmbeddingConfig(), model.label, stored=True, stored_llm_id=model.llm_model_id
+        )
         if model_id is None:
             raise NotFoundError(
                 f"no embedding model answers to '{label}': pass --llm-model, or install the model "

@@ -22,15 +22,15 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import llm
 import numpy as np
 
+from ..config import PLUGIN_NAME, EmbeddingConfig
+from ..errors import EmbeddingError
 from . import colour_layout, images
 
-PLUGIN_NAME = "datasette-embeddings"
 BUILTIN_IMAGE_MODEL = colour_layout.MODEL_ID
 #: images are handed to models at most this many pixels on the long side; every model
 #: we know resizes far below this, and it keeps a 40-megapixel upload from costing seconds
@@ -41,85 +41,13 @@ REFRESH_INTERVAL = 5.0
 log = logging.getLogger(__name__)
 
 
-class EmbeddingError(ValueError):
-    """Embedding was refused or failed; the message is meant for the person who asked."""
-
-
-# ---------------------------------------------------------------- configuration
-
-@dataclass(frozen=True)
-class EmbeddingConfig:
-    """The ``datasette-embeddings`` plugin configuration that concerns embedding.
-
-    ``metadata.yml``::
-
-        plugins:
-          datasette-embeddings:
-            models:                      # stored model label -> llm model id
-              clip-ViT-B-32: clip
-            query_embedding: true        # false: embed_text / embed_image / search by text refuse
-            max_text_length: 1000        # characters
-            max_image_bytes: 10000000
-            max_image_pixels: 40000000
-            text_cache_size: 1024        # identical query texts are embedded once
-            warm: true                   # load the configured models at startup
-    """
-
-    models: Mapping[str, str] = field(default_factory=dict)
-    query_embedding: bool = True
-    max_text_length: int = 1000
-    max_image_bytes: int = images.DEFAULT_MAX_IMAGE_BYTES
-    max_image_pixels: int = images.DEFAULT_MAX_IMAGE_PIXELS
-    text_cache_size: int = 1024
-    warm: bool = True
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "EmbeddingConfig":
-        """Validate plugin configuration, naming the offending key."""
-        data = dict(data or {})
-        where = f"plugins: {PLUGIN_NAME}"
-        models = data.get("models") or {}
-        if not isinstance(models, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) and v for k, v in models.items()
-        ):
-            raise EmbeddingError(f"{where}: models must map stored model labels to llm model ids (strings)")
-        kwargs: dict[str, Any] = {"models": dict(models)}
-        for key in ("query_embedding", "warm"):
-            if key in data:
-                if not isinstance(data[key], bool):
-                    raise EmbeddingError(f"{where}: {key} must be true or false, got {data[key]!r}")
-                kwargs[key] = data[key]
-        for key in ("max_text_length", "max_image_bytes", "max_image_pixels", "text_cache_size"):
-            if key in data:
-                value = data[key]
-                minimum = 0 if key == "text_cache_size" else 1
-                if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                    raise EmbeddingError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
-                kwargs[key] = value
-        unknown = sorted(set(data) - set(kwargs) - {"models"})
-        if unknown:
-            log.debug("ignoring plugin configuration keys not about embedding: %s", unknown)
-        return cls(**kwargs)
-
-    @classmethod
-    def from_datasette(cls, datasette) -> "EmbeddingConfig":
-        return cls.from_dict(datasette.plugin_config(PLUGIN_NAME))
-
-    def require_enabled(self) -> None:
-        if not self.query_embedding:
-            raise EmbeddingError(
-                "query-time embedding is disabled on this instance "
-                f"(plugins: {PLUGIN_NAME}: query_embedding: false)"
-            )
-
-
-def config_of(datasette_or_config) -> EmbeddingConfig:
-    """Accept an :class:`EmbeddingConfig`, a Datasette instance, or None (defaults)."""
-    if datasette_or_config is None:
-        return EmbeddingConfig()
-    if isinstance(datasette_or_config, EmbeddingConfig):
-        return datasette_or_config
-    return EmbeddingConfig.from_datasette(datasette_or_config)
+def require_enabled(config: EmbeddingConfig) -> None:
+    """Refuse query-time embedding when the operator switched it off."""
+    if not config.query_embedding:
+        raise EmbeddingError(
+            "query-time embedding is disabled on this instance "
+            f"(plugins: {PLUGIN_NAME}: query_embedding: false)"
+        )
 
 
 # ---------------------------------------------------------------- the registry
@@ -217,34 +145,6 @@ def is_available(model_id: str) -> bool:
     return True if check is None else bool(check())
 
 
-def llm_model_for_label(datasette_or_config, store_model) -> str | None:
-    """The llm model id that embeds queries for a stored model, or None if there is none.
-
-    ``store_model`` is a :class:`store.ModelInfo` (label + ``llm_model_id`` column) or a
-    bare label.  Plugin configuration wins over the column; a label that is itself an
-    llm model id or alias (as ``embed`` writes them) needs neither.
-    """
-    config = config_of(datasette_or_config)
-    label = store_model if isinstance(store_model, str) else store_model.label
-    column = None if isinstance(store_model, str) else getattr(store_model, "llm_model_id", None)
-    if label in config.models:
-        return config.models[label]
-    if column:
-        return column
-    return label if is_known(label) else None
-
-
-def resolve(name: str, config: EmbeddingConfig | None = None, stored_llm_id: str | None = None) -> str:
-    """An llm model id for ``name``, which may be a stored model label or an llm id/alias."""
-    config = config or EmbeddingConfig()
-    if name in config.models:
-        return config.models[name]
-    if stored_llm_id:
-        return stored_llm_id
-    get_model(name)  # raises the "unknown model" error
-    return name
-
-
 # ---------------------------------------------------------------- embedding
 
 class _LRU:
@@ -316,13 +216,12 @@ def _check_text(model_id: str, text: Any, config: EmbeddingConfig | None) -> str
 def embed_text(model_id: str, text: str, *, config=None) -> np.ndarray:
     """One text's vector; with ``config`` (query time) its switch and limits apply.
 
-    ``config`` is an :class:`EmbeddingConfig` or a Datasette instance; None means an
+    ``config`` is the instance's :class:`EmbeddingConfig`; None means an
     offline caller with no query limits.  Identical texts for the same model come from
     an LRU cache: search pages and repeated SQL queries ask for the same phrase over and over.
     """
     if config is not None:
-        config = config_of(config)
-        config.require_enabled()
+        require_enabled(config)
     _check_text(model_id, text, config)
     key = (get_model(model_id).model_id, text)
     cached = _text_cache.get(key)
@@ -349,7 +248,7 @@ def prepare_image(data: bytes, config: EmbeddingConfig | None = None, *, name: s
         )
     try:
         image = images.load_image(
-            data, max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels, name=name
+            data, max_bytes=config.max_upload_bytes, max_pixels=config.max_image_pixels, name=name
         )
     except images.ImageError as ex:
         raise EmbeddingError(str(ex)) from None
@@ -366,10 +265,9 @@ def _check_images_supported(model_id: str) -> None:
 
 
 def embed_image(model_id: str, data: bytes, *, config=None) -> np.ndarray:
-    """One image's vector; with ``config`` (an :class:`EmbeddingConfig` or a Datasette) its switch and limits apply."""
+    """One image's vector; with ``config`` (the instance's :class:`EmbeddingConfig`) its switch and limits apply."""
     if config is not None:
-        config = config_of(config)
-        config.require_enabled()
+        require_enabled(config)
     _check_images_supported(model_id)
     return _run(model_id, [prepare_image(data, config)])[0]
 
@@ -405,16 +303,15 @@ def warm(model_ids: Iterable[str]) -> dict[str, str | None]:
     return results
 
 
-def warm_in_background(datasette) -> threading.Thread | None:
+def load_models_in_background(config: EmbeddingConfig) -> threading.Thread | None:
     """Start a daemon thread that loads llm's plugins and the configured models (startup is not blocked).
 
     Loading llm's plugins alone can take seconds (llm-clip imports torch), which
     would otherwise land on the first visitor's query.
     """
-    config = EmbeddingConfig.from_datasette(datasette)
     if not config.query_embedding:
         return None
-    ids = list(dict.fromkeys(config.models.values())) if config.warm else []
+    ids = list(dict.fromkeys(config.models.values())) if config.warm_models else []
 
     def run() -> None:
         try:

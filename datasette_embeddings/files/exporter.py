@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import BinaryIO, Iterator, Sequence
 
 from .parquet_io import ParquetRecordWriter
-from ..storage.connection import connect
+from ..errors import NotFoundError
 from ..storage.store import Store
 
 
@@ -20,15 +20,9 @@ class ExportError(Exception):
 def _open(db_path: str) -> Store:
     """A read-only store, refusing files that are not datasette-embeddings databases."""
     try:
-        conn = connect(db_path, readonly=True)
-        store = Store(conn)
-        initialised = store.is_initialised()
-    except Exception as ex:
-        raise ExportError(f"{db_path}: cannot open database ({ex})") from None
-    if not initialised:
-        conn.close()
-        raise ExportError(f"{db_path}: not a datasette-embeddings database (no records table)")
-    return store
+        return Store.open(db_path)
+    except NotFoundError as ex:
+        raise ExportError(str(ex)) from None
 
 
 def _check_selection(store: Store, providers: Sequence[str], models: Sequence[str]) -> None:
@@ -158,23 +152,5 @@ def export(db_path: str, out_path: str, *, providers: Sequence[str] = (), models
                 for rows in store.iter_stored_rows(providers=providers, models=models, batch_size=256):
                     writer.write_stored(rows)
         return writer.count
-    finally:
-        conn.close()
-
-
-def info(db_path: str) -> dict:
-    """Providers, models, dimensions and counts of a database."""
-    store = _open(db_path)
-    conn = store.conn
-    try:
-        conn.execute("begin")  # one snapshot for all the counts
-        return {
-            "models": [
-                {"label": m.label, "dimensions": m.dimensions, "records": m.record_count, "llm_model_id": m.llm_model_id, "vec_table": m.vec_table}
-                for m in store.models()
-            ],
-            "providers": store.summary(),
-            "records": conn.execute("select count(*) from records").fetchone()[0],
-        }
     finally:
         conn.close()

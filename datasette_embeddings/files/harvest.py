@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..embedding import runtime as models
-from ..embedding.runtime import EmbeddingConfig, EmbeddingError
+from ..config import EmbeddingConfig
+from ..errors import EmbeddingError
 from .parquet_io import ParquetRecordWriter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
@@ -30,7 +31,7 @@ OEMBEDDINGS_KEYS = (
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "local_file")
 TEXT_COLUMNS = ("text", "description")
 #: offline embedding reads a museum's own masters: far larger than a web upload may be
-OFFLINE_LIMITS = EmbeddingConfig(max_image_bytes=512 * 1024 * 1024, max_image_pixels=150_000_000)
+OFFLINE_LIMITS = EmbeddingConfig(max_upload_bytes=512 * 1024 * 1024, max_image_pixels=150_000_000)
 # words after which a full stop does not end a sentence
 _ABBREVIATIONS = {"ca", "c", "mr", "mrs", "ms", "dr", "st", "no", "nos", "vol", "fig", "figs", "pl", "e.g", "i.e", "etc", "approx", "inv", "cf"}
 
@@ -221,7 +222,7 @@ def embed_items(
                 raise EmbedError(f"{item.where}: model '{model_id}' cannot embed images (it embeds text only)")
             try:
                 with open(item.content, "rb") as fp:
-                    data = fp.read(OFFLINE_LIMITS.max_image_bytes + 1)
+                    data = fp.read(OFFLINE_LIMITS.max_upload_bytes + 1)
                 content: str | bytes = models.prepare_image(data, OFFLINE_LIMITS, name=item.content)
             except (OSError, EmbeddingError) as ex:
                 reason = f"{item.content}: {ex.strerror or ex}" if isinstance(ex, OSError) else str(ex)

@@ -25,7 +25,7 @@ import numpy as np
 from .parquet_io import RecordBatch, RecordError, read_batches
 from ..storage.connection import connect, sqlite3
 from ..storage import keyword_index
-from ..storage.store import Store, UpsertCounts
+from ..storage.store import Store, UpsertCounts, has_tables
 from ..storage.write_lock import WriteLockError, exclusive_writer
 
 URL_TIMEOUT = 60
@@ -181,7 +181,7 @@ def open_store(db_path: str) -> Store:
         store = Store(conn)
         if new:
             conn.execute(f"pragma page_size = {NEW_DATABASE_PAGE_SIZE}")
-        if store.db["_sqlite_migrations"].exists() or new or not store.db.table_names():
+        if new or has_tables(conn, "_sqlite_migrations") or not conn.execute("select 1 from sqlite_master limit 1").fetchone():
             store.migrate()
         elif not store.is_initialised():
             raise LoadError(f"{db_path}: is a SQLite database but not a datasette-embeddings one (no records table)")

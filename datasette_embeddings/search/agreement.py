@@ -20,7 +20,7 @@ import numpy as np
 from . import memory_index as fast_index
 from .neighbours import top_k_blocks
 from ..errors import InvalidRequestError, NotFoundError
-from ..storage.store import Store
+from ..storage.store import Store, data_version, stored_version
 
 MAX_K = 100
 DEFAULT_K = 10
@@ -47,7 +47,7 @@ class Agreement:
 def _subject_matrix(conn, label: str) -> tuple[dict[tuple[str, str], int], np.ndarray, dict[tuple[str, str], int]]:
     """``subject -> row``, the subjects' unit mean vectors, and ``subject -> a record id`` (the lowest)."""
     model = Store(conn).model(label)
-    index = fast_index.build(conn, model, fast_index.data_token(conn, label))
+    index = fast_index.build(conn, model, data_version(conn, label))
     subject_of = {rid: (p, s) for rid, p, s in conn.execute(
         "select id, provider, subject_id from records where model = ?", [label])}
     keys = [subject_of.get(int(rid)) for rid in index.ids]
@@ -114,7 +114,7 @@ def compare(conn, a: str, b: str, k: int = 10) -> Agreement:
          "record_a": first_a[shared[i]], "record_b": first_b[shared[i]]}
         for i in order
     ]
-    versions = (json.dumps(fast_index.data_token(conn, a)), json.dumps(fast_index.data_token(conn, b)))
+    versions = (stored_version(conn, a), stored_version(conn, b))
     return Agreement(a, b, k, len(shared), round(float(jaccard.mean()), 4), worst, versions)
 
 
@@ -144,7 +144,7 @@ def stored(conn, a: str, b: str, k: int) -> Agreement | None:
         return None
     if row is None:
         return None
-    versions = (json.dumps(fast_index.data_token(conn, a)), json.dumps(fast_index.data_token(conn, b)))
+    versions = (stored_version(conn, a), stored_version(conn, b))
     if (row[0], row[1]) != versions:
         return None
     return Agreement(a, b, k, row[2], row[3], json.loads(row[4]), versions)

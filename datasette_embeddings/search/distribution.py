@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from ..storage.store import stored_version
+
 #: pairs sampled per model (all pairs when the model has fewer)
 SAMPLE_PAIRS = 200_000
 QUANTILES = 1001
@@ -85,9 +87,7 @@ def current(conn, label: str, data_version: str) -> list[float] | None:
 
 def for_model(conn, label: str) -> list[float] | None:
     """The stored quantiles of ``label`` while current for its vectors (None when absent or stale)."""
-    from . import memory_index as fast_index
-
-    return current(conn, label, json.dumps(fast_index.data_token(conn, label)))
+    return current(conn, label, stored_version(conn, label))
 
 
 def describe(percent: float | None) -> str | None:

@@ -1,11 +1,11 @@
 """Building the fast index when Datasette starts, so no visitor's query waits for it.
 
-The in-memory index of a model (:mod:`fast_index`) is read from its vec0 table:
+The in-memory index of a model (:mod:`memory_index`) is read from its vec0 table:
 about a second per 100,000 x 512 vectors, tens of seconds for a million.  Built on
 first use, that time lands on whoever asks the first similarity question, and a
 Datasette SQL query may even run out of its time limit meanwhile.  The ``startup``
 hook therefore starts one daemon thread that walks every file database Datasette
-serves and builds each model's index (``fast_index.warm``: within the memory budget,
+serves and builds each model's index (``memory_index.warm``: within the memory budget,
 never evicting, under the same per-model lock that queries take).
 
 The thread opens its own connection to each file, read-only (``immutable=1`` for
@@ -19,9 +19,12 @@ import logging
 import threading
 import time
 
+from ..config import IndexSettings
+from ..storage.connection import connect
+from . import memory_index
+
 log = logging.getLogger(__name__)
 
-PLUGIN_NAME = "datasette-embeddings"
 THREAD_NAME = "datasette-embeddings-index-warm"
 
 
@@ -34,23 +37,20 @@ def file_databases(datasette) -> list[tuple[str, bool]]:
     ]
 
 
-def warm_database(path: str, immutable: bool = False) -> list[str]:
+def warm_database(path: str, immutable: bool = False, settings: IndexSettings = IndexSettings()) -> list[str]:
     """Build the indexes of one database file on a connection of our own; the model labels warmed."""
-    from . import memory_index as fast_index
-    from ..storage import connection as sqlite_conn
-
-    conn = sqlite_conn.connect(path, readonly=True, immutable=immutable)
+    conn = connect(path, readonly=True, immutable=immutable)
     try:
-        return fast_index.warm(conn)
+        return memory_index.warm(conn, settings)
     finally:
         conn.close()
 
 
-def _run(databases: list[tuple[str, bool]]) -> None:
+def _run(databases: list[tuple[str, bool]], settings: IndexSettings) -> None:
     for path, immutable in databases:
         started = time.perf_counter()
         try:
-            labels = warm_database(path, immutable)
+            labels = warm_database(path, immutable, settings)
         except Exception as ex:  # a damaged or foreign file: its queries build (or fail) as before
             log.warning("datasette-embeddings: could not warm the fast index of %s: %s", path, ex)
             continue
@@ -61,20 +61,13 @@ def _run(databases: list[tuple[str, bool]]) -> None:
             )
 
 
-def warm_in_background(datasette) -> threading.Thread | None:
-    """Start the warm-up thread, unless ``fast_index`` is switched off or ``warm: false``; the thread started.
-
-    Reads the plugin config itself (``prepare_connection`` also does, but may not
-    have run yet), so a bad ``fast_index`` block stops Datasette at startup.
-    """
-    from . import memory_index as fast_index
-
-    settings = fast_index.configure(datasette.plugin_config(PLUGIN_NAME) or {})
-    if not (settings.enabled and settings.warm):
+def build_indexes_in_background(datasette, settings: IndexSettings) -> threading.Thread | None:
+    """Start the warm-up thread, unless the fast index is off or ``build_at_startup: false``; the thread started."""
+    if not (settings.enabled and settings.build_at_startup):
         return None
     databases = file_databases(datasette)
     if not databases:
         return None
-    thread = threading.Thread(target=_run, args=(databases,), name=THREAD_NAME, daemon=True)
+    thread = threading.Thread(target=_run, args=(databases, settings), name=THREAD_NAME, daemon=True)
     thread.start()
     return thread

@@ -50,7 +50,7 @@ import numpy as np
 
 from . import memory_index as fast_index
 from ..errors import InvalidRequestError, NotFoundError
-from ..storage.store import ModelInfo, Store
+from ..storage.store import ModelInfo, Store, data_version, stored_version
 
 LEVELS = ("depiction", "subject")
 COMPARISONS = ("image-image", "text-text", "text-image", "image-text")
@@ -266,11 +266,6 @@ class Run:
     @property
     def key(self) -> tuple[str, str, str, str]:
         return (self.model, self.level, self.source_provider, self.target_provider)
-
-
-def data_version(conn, label: str) -> str:
-    """The model's staleness token as stored beside computed results."""
-    return json.dumps(fast_index.data_token(conn, label))
 
 
 def _matrix(index: fast_index.ModelIndex, rows: np.ndarray) -> np.ndarray:
@@ -497,7 +492,7 @@ def is_current(conn, run: dict, versions: dict[str, str] | None = None) -> bool:
 
 def _version_of(conn, label: str, versions: dict[str, str]) -> str:
     if label not in versions:
-        versions[label] = data_version(conn, label)
+        versions[label] = stored_version(conn, label)
     return versions[label]
 
 
@@ -517,7 +512,7 @@ def compute(
     Store(conn).migrate()  # the links tables (m003) on a database loaded before them; no rows yet
     stored = stored_runs(conn)
     comparisons_text = ",".join(sorted(comparisons))
-    versions = {m.label: data_version(conn, m.label) for m in the_plan.models}
+    versions = {m.label: stored_version(conn, m.label) for m in the_plan.models}
 
     def unchanged(label: str, target: str, version: str) -> bool:
         old = stored.get((label, level, source, target))
@@ -547,7 +542,7 @@ def compute(
                 continue
             if model.label not in indexes:
                 indexes.clear()  # one model's matrix in memory at a time
-                indexes[model.label] = fast_index.build(conn, model, fast_index.data_token(conn, model.label))
+                indexes[model.label] = fast_index.build(conn, model, data_version(conn, model.label))
             index = indexes[model.label]
             run = compute_run(
                 index, _side(conn, index, model, source), _side(conn, index, model, target), model=model.label,

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import clusters as clustering, distribution, memory_index as fast_index, projection
 from ..errors import InvalidRequestError, NotFoundError
-from ..storage.store import ModelInfo, Store
+from ..storage.store import ModelInfo, Store, data_version, stored_version
 from ..storage.vectors import to_blob
 
 
@@ -32,11 +32,6 @@ class MapReport:
     clusters: int
     method: str
     seconds: float
-
-
-def data_version(conn, label: str) -> str:
-    """The model's staleness token as stored beside every result computed from its vectors."""
-    return json.dumps(fast_index.data_token(conn, label))
 
 
 def _known_models(store: Store, labels: Sequence[str]) -> list[ModelInfo]:
@@ -88,8 +83,8 @@ def build(
     reports = []
     for model in chosen:
         started = time.perf_counter()
-        token = data_version(conn, model.label)
-        index = fast_index.build(conn, model, fast_index.data_token(conn, model.label))
+        token = stored_version(conn, model.label)
+        index = fast_index.build(conn, model, data_version(conn, model.label))
         matrix, ids = index.matrix, index.ids
         n = len(ids)
         if n == 0:
@@ -160,7 +155,7 @@ def status(conn, label: str) -> dict | None:
     return {
         "model": label, "method": method, "records": count, "clusters": clusters,
         "bounds": [x0, x1, y0, y1], "built": built, "seconds": seconds,
-        "stale": version != data_version(conn, label),
+        "stale": version != stored_version(conn, label),
     }
 
 

@@ -19,9 +19,8 @@ hook builds every model's index in a background thread (``warm``, see
 arrives while its model is being built waits for that build instead of starting
 a second one.
 
-Staleness: ``load`` bumps ``models.version`` (migration m002) on every write to
-a model, so each query costs one primary-key read to know the index is current.
-Databases from before m002 fall back to a fingerprint of the model's records.
+Staleness: each query compares the model's data version (``storage.store.data_version``,
+one primary-key read) with the one the index was built from.
 
 Memory is bounded (``max_memory_mb``): least recently used models are dropped,
 and a model larger than the budget is not indexed at all (vec0 answers).  Above
@@ -43,63 +42,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..sql import udf as sqlite_udf
-from ..storage.vectors import VectorError, parse_vector
+from ..config import IndexSettings
+from ..storage.store import data_version
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .similarity import NeighbourFilter
+    from .filters import NeighbourFilter
     from ..storage.store import ModelInfo, Store
 
-PLUGIN_NAME = "datasette-embeddings"
-
-
-@dataclass
-class Settings:
-    """Process-wide knobs, from the plugin config's ``fast_index`` block (or set by the CLI / benchmarks)."""
-
-    enabled: bool = True
-    # build every model's index in a background thread when Datasette starts
-    warm: bool = True
-    max_memory_mb: float = 4096.0
-    ann: bool = True
-    ann_threshold: int = 1_500_000  # exact search of 1,000,000 x 512 measured 58 ms p50 here
-    ann_connectivity: int = 16
-    ann_expansion_add: int = 128
-    ann_expansion_search: int = 128
-    # how many candidates the approximate index returns per wanted result
-    ann_overfetch: int = 2
-    # BLAS threads for the server's matrix products (blas_threads.py); 0 leaves BLAS's own default
-    blas_threads: int = 1
-
-
-settings = Settings()
-
-
-def configure(config: dict | None) -> Settings:
-    """Apply ``{"fast_index": {...}}`` from plugin config; unknown keys are an error naming the key.
-
-    Builds a fresh :class:`Settings` from the defaults and swaps it in whole, so one
-    Datasette's config never leaks into the next and no query sees a half-applied one.
-    """
-    global settings
-    block = (config or {}).get("fast_index") or {}
-    if not isinstance(block, dict):
-        raise ValueError("datasette-embeddings plugin config: 'fast_index' must be an object")
-    fresh = Settings()
-    for key, value in block.items():
-        if not hasattr(fresh, key):
-            raise ValueError(f"datasette-embeddings plugin config: unknown fast_index setting '{key}'")
-        default = getattr(fresh, key)
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ValueError(f"datasette-embeddings plugin config: fast_index.{key} must be true or false, got {value!r}")
-        try:
-            setattr(fresh, key, type(default)(value))
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"datasette-embeddings plugin config: fast_index.{key} must be {type(default).__name__}, got {value!r}"
-            ) from None
-    settings = fresh
-    return settings
+DEFAULT_SETTINGS = IndexSettings()
 
 
 # ------------------------------------------------------------------ the index of one model
@@ -113,9 +63,10 @@ class _Ann:
     bitmap selector that the graph walk honours, so no candidates are wasted.
     """
 
-    def __init__(self, matrix: np.ndarray):
+    def __init__(self, matrix: np.ndarray, settings: IndexSettings):
         import faiss
 
+        self.settings = settings
         self.faiss = faiss
         self.index = faiss.IndexHNSWSQ(
             matrix.shape[1], faiss.ScalarQuantizer.QT_fp16, settings.ann_connectivity, faiss.METRIC_INNER_PRODUCT
@@ -131,7 +82,7 @@ class _Ann:
         """Row positions of about the ``count`` nearest rows inside ``ranges`` (approximate)."""
         faiss = self.faiss
         params = faiss.SearchParametersHNSW()
-        params.efSearch = max(settings.ann_expansion_search, count)
+        params.efSearch = max(self.settings.ann_expansion_search, count)
         keep = None
         if ranges != [(0, self.rows)]:
             if len(ranges) == 1:
@@ -230,7 +181,7 @@ class ModelIndex:
     ) -> list[tuple[int, float]] | None:
         """HNSW candidates inside the filter's rows, re-scored exactly; None when short of k."""
         assert self.ann is not None
-        rows = self.ann.candidates(query, (k + len(excluded_rows)) * settings.ann_overfetch, ranges)
+        rows = self.ann.candidates(query, (k + len(excluded_rows)) * self.ann.settings.ann_overfetch, ranges)
         if len(excluded_rows):
             rows = rows[~np.isin(rows, excluded_rows)]
         if len(rows) < k:
@@ -263,24 +214,23 @@ class _Cache:
             index = self.indexes.get(key)
             return index is not None and index.token == token
 
-    def has_room(self, key: tuple[str, str], nbytes: int) -> bool:
+    def has_room(self, key: tuple[str, str], nbytes: int, budget: float) -> bool:
         """Whether ``nbytes`` more fit in the budget beside the other indexes (nothing would be dropped)."""
         with self.lock:
             held = sum(index.nbytes for k, index in self.indexes.items() if k != key)
-        return held + nbytes <= settings.max_memory_mb * 1e6
+        return held + nbytes <= budget
 
     def build_lock(self, key: tuple[str, str]) -> threading.Lock:
         with self.lock:
             return self.build_locks.setdefault(key, threading.Lock())
 
-    def put(self, key: tuple[str, str], index: ModelIndex) -> None:
+    def put(self, key: tuple[str, str], index: ModelIndex, budget: float) -> None:
         with self.lock:
             self.indexes[key] = index
             self.indexes.move_to_end(key)
-            self._evict()
+            self._evict(budget)
 
-    def _evict(self) -> None:
-        budget = settings.max_memory_mb * 1e6
+    def _evict(self, budget: float) -> None:
         while len(self.indexes) > 1 and sum(i.nbytes for i in self.indexes.values()) > budget:
             self.indexes.popitem(last=False)
 
@@ -303,18 +253,6 @@ def database_path(conn) -> str | None:
         if name == "main":
             return os.path.realpath(path) if path else None
     return None
-
-
-def data_token(conn, label: str) -> tuple:
-    """Changes whenever the model's vectors change: ``models.version`` or, before m002, a fingerprint."""
-    try:
-        row = conn.execute("select version from models where label = ?", [label]).fetchone()
-        return ("version", row[0] if row else None)
-    except Exception:  # no version column: a database loaded before migration m002
-        row = conn.execute(
-            "select count(*), max(id), sum(created) from records where model = ?", [label]
-        ).fetchone()
-        return ("fingerprint",) + tuple(row)
 
 
 class _ChangedWhileReading(Exception):
@@ -380,36 +318,38 @@ def _build_once(conn, model: "ModelInfo", token: tuple) -> ModelIndex:
     return ModelIndex(label=model.label, token=token, ids=ids[order], matrix=matrix, providers=grouped)
 
 
-def estimated_bytes(model: "ModelInfo") -> int:
+def estimated_bytes(model: "ModelInfo", settings: IndexSettings = DEFAULT_SETTINGS) -> int:
     """What the model's index will hold: the float32 matrix and ids, plus the graph above the threshold."""
     n, dims = int(model.record_count), int(model.dimensions)
     graph = n * (dims * 2 + settings.ann_connectivity * 8) if settings.ann and n >= settings.ann_threshold else 0
     return n * (dims * 4 + 16) + graph
 
 
-def index_for(conn, model: "ModelInfo", *, wait_for_ann: bool = False) -> ModelIndex | None:
+def index_for(
+    conn, model: "ModelInfo", settings: IndexSettings = DEFAULT_SETTINGS, *, wait_for_ann: bool = False
+) -> ModelIndex | None:
     """The current index for ``model`` (building it on first use), or None when vec0 should answer."""
-    if not settings.enabled or estimated_bytes(model) > settings.max_memory_mb * 1e6:
+    if not settings.enabled or estimated_bytes(model, settings) > settings.max_memory_mb * 1e6:
         return None
     path = database_path(conn)
     if path is None:
         return None
     key = (path, model.label)
-    token = data_token(conn, model.label)
+    token = data_version(conn, model.label)
     index = _cache.get(key, token)
     if index is None:
         with _cache.build_lock(key):
             index = _cache.get(key, token)
             if index is None:
                 index = build(conn, model, token)
-                _cache.put(key, index)
-                _start_ann(index, wait_for_ann)
+                _cache.put(key, index, settings.max_memory_mb * 1e6)
+                _start_ann(index, settings, wait_for_ann)
     elif wait_for_ann and index.ann_state == "building":
         _wait_for_ann(index)
     return index
 
 
-def warm(conn) -> list[str]:
+def warm(conn, settings: IndexSettings = DEFAULT_SETTINGS) -> list[str]:
     """Build the index of each model in the database behind ``conn`` not held yet; the labels warmed.
 
     For the startup warm-up (:mod:`index_warmup`).  Builds go through :func:`index_for`,
@@ -421,7 +361,7 @@ def warm(conn) -> list[str]:
     """
     from ..storage.store import Store
 
-    if not (settings.enabled and settings.warm):
+    if not (settings.enabled and settings.build_at_startup):
         return []
     path = database_path(conn)
     if path is None:
@@ -429,11 +369,9 @@ def warm(conn) -> list[str]:
     built = []
     for model in Store(conn).models():
         key = (path, model.label)
-        if not (settings.enabled and settings.warm):
-            break  # reconfigured while warming
-        if _cache.holds(key, data_token(conn, model.label)) or not _cache.has_room(key, estimated_bytes(model)):
+        if _cache.holds(key, data_version(conn, model.label)) or not _cache.has_room(key, estimated_bytes(model, settings), settings.max_memory_mb * 1e6):
             continue
-        if index_for(conn, model) is not None:
+        if index_for(conn, model, settings) is not None:
             built.append(model.label)
     return built
 
@@ -446,7 +384,7 @@ def ann_available() -> bool:
     return True
 
 
-def _start_ann(index: ModelIndex, wait: bool) -> None:
+def _start_ann(index: ModelIndex, settings: IndexSettings, wait: bool) -> None:
     if not settings.ann or len(index.ids) < settings.ann_threshold or not ann_available():
         return
     index.ann_state = "building"
@@ -454,11 +392,11 @@ def _start_ann(index: ModelIndex, wait: bool) -> None:
     def run() -> None:
         started = time.perf_counter()
         try:
-            index.ann = _Ann(index.matrix)
+            index.ann = _Ann(index.matrix, settings)
             index.ann_seconds = time.perf_counter() - started
             index.ann_state = "ready"
             with _cache.lock:
-                _cache._evict()
+                _cache._evict(settings.max_memory_mb * 1e6)
         except Exception:  # pragma: no cover - exact search keeps answering
             index.ann_state = "failed"
 
@@ -474,10 +412,11 @@ def _wait_for_ann(index: ModelIndex) -> None:
 
 
 def search(
-    conn, model: "ModelInfo", vector: np.ndarray, k: int, flt: "NeighbourFilter", exclude_ids: Sequence[int] = ()
+    conn, model: "ModelInfo", vector: np.ndarray, k: int, flt: "NeighbourFilter", exclude_ids: Sequence[int] = (),
+    settings: IndexSettings = DEFAULT_SETTINGS,
 ) -> list[tuple[int, float]] | None:
     """Top-k ``(record id, similarity)`` honouring ``flt``; None when the fast path cannot answer."""
-    index = index_for(conn, model)
+    index = index_for(conn, model, settings)
     if index is None:
         return None
     norm = float(np.linalg.norm(vector))
@@ -514,59 +453,3 @@ def status(conn, model: "ModelInfo") -> dict[str, Any]:
         "ann": index.ann_state if index else "none",
         "ann_build_seconds": round(index.ann_seconds, 1) if index else 0.0,
     }
-
-
-# ------------------------------------------------------------------ SQL
-def _nearest_json(store: "Store", model_label, query, k, provider=None) -> str:
-    from .similarity import NeighbourFilter, SimilarityError, nearest_ids
-
-    if not isinstance(model_label, str):
-        raise ValueError("embeddings_nearest: model_label must be text")
-    model = store.model(model_label)
-    if model is None:
-        raise ValueError(f"embeddings_nearest: unknown model '{model_label}'")
-    try:
-        vector = parse_vector(query)
-    except VectorError as ex:
-        raise ValueError(f"embeddings_nearest: query_vector: {ex}") from None
-    if not isinstance(k, int):
-        raise ValueError("embeddings_nearest: k must be an integer")
-    flt = NeighbourFilter(providers=(provider,)) if provider is not None else NeighbourFilter()
-    try:
-        pairs = nearest_ids(store.conn, model, vector, k, flt)
-    except SimilarityError as ex:
-        raise ValueError(f"embeddings_nearest: {ex}") from None
-    return json.dumps([{"id": rid, "similarity": round(sim, 6)} for rid, sim in pairs])
-
-
-def register_sql_functions(conn) -> None:
-    """``embeddings_nearest(model, vector, k [, provider])`` -> JSON ``[{"id", "similarity"}]`` for json_each.
-
-    Also ``embeddings_index_status(model)`` -> JSON of what the fast path holds.
-
-    The functions share one :class:`Store`, made here rather than on each call:
-    making one (a sqlite-utils ``Database``) runs ``PRAGMA recursive_triggers=on``
-    and sqlite-utils' plugin hooks, and the pragma expires every prepared statement
-    of the connection, including the query that is calling the function.  With a
-    Store per call, ``near_duplicates`` (a materialised subquery calling the function
-    per record) was aborted by SQLite after a few hundred calls: "abort due to ROLLBACK".
-    """
-    from ..storage.store import Store
-
-    store = Store(conn)
-    sqlite_udf.create_function(conn, "embeddings_nearest", 3, lambda m, q, k: _nearest_json(store, m, q, k))
-    sqlite_udf.create_function(conn, "embeddings_nearest", 4, lambda m, q, k, p: _nearest_json(store, m, q, k, p))
-
-    def index_status(label):
-        model = store.model(label) if isinstance(label, str) else None
-        if model is None:
-            raise ValueError(f"embeddings_index_status: unknown model {label!r}")
-        return json.dumps(status(conn, model))
-
-    sqlite_udf.create_function(conn, "embeddings_index_status", 1, index_status)
-
-
-def prepare_connection(conn, datasette) -> None:
-    """The Datasette hook's work: read plugin config once, register the SQL functions."""
-    configure(datasette.plugin_config(PLUGIN_NAME) or {})
-    register_sql_functions(conn)

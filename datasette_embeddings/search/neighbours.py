@@ -1,4 +1,4 @@
-"""The precomputed ``neighbors`` table: every record's k nearest records, for static publishing.
+"""The precomputed ``neighbours`` table: every record's k nearest records, for static publishing.
 
 A site published read-only (or served from a machine too small to hold the
 vectors in memory) can answer "more like this" with one indexed read.  The
@@ -7,9 +7,9 @@ the fast path uses (one block of rows against all rows at a time, so memory is
 bounded by the block, not N x N), written in one transaction that replaces the
 model's older rows.
 
-``neighbors_models`` remembers, per model, the k the table holds and the model's
+``neighbour_runs`` remembers, per model, the k the table holds and the model's
 data version when it was built: after a new ``load`` the table is stale and is
-ignored (record pages fall back to live search) until ``neighbors`` runs again.
+ignored (record pages fall back to live search) until ``datasette-embeddings neighbours`` runs again.
 """
 from __future__ import annotations
 
@@ -22,36 +22,13 @@ import numpy as np
 
 from . import distribution, memory_index as fast_index
 from .links import top_k_between
-from ..storage.store import ModelInfo, Store
+from ..errors import InvalidRequestError, NotFoundError
+from ..storage.store import ModelInfo, Store, data_version, stored_version
 
 MAX_STORED_K = 1000
 
-CREATE = [
-    """
-    create table if not exists neighbors (
-        model text not null,
-        record_id integer not null,
-        rank integer not null,
-        neighbour_id integer not null,
-        similarity real not null,
-        primary key (record_id, rank)
-    ) without rowid
-    """,
-    "create index if not exists neighbors_model on neighbors (model)",
-    """
-    create table if not exists neighbors_models (
-        model text primary key,
-        k integer not null,
-        data_version text not null,
-        built integer not null,
-        seconds real not null
-    )
-    """,
-]
-
-
-class NeighborsError(ValueError):
-    """A neighbors build that cannot run (unknown model, bad k)."""
+class NeighboursError(InvalidRequestError):
+    """A neighbours build that cannot run (unknown model, bad k)."""
 
 
 @dataclass
@@ -85,31 +62,29 @@ def top_k_blocks(matrix: np.ndarray, k: int, *, block_rows: int | None = None) -
 
 
 def build(conn, models: Sequence[str] = (), k: int = 10, progress: Callable[[str], None] | None = None) -> list[BuildReport]:
-    """Compute and store the neighbors of every record of ``models`` (all models when empty)."""
+    """Compute and store the neighbours of every record of ``models`` (all models when empty)."""
     if not isinstance(k, int) or not 1 <= k <= MAX_STORED_K:
-        raise NeighborsError(f"--k must be a whole number from 1 to {MAX_STORED_K}, got {k!r}")
+        raise NeighboursError(f"--k must be a whole number from 1 to {MAX_STORED_K}, got {k!r}")
     store = Store(conn)
     known = {m.label: m for m in store.models()}
     for label in models:
         if label not in known:
-            raise NeighborsError(f"unknown model '{label}'; the database has: {', '.join(sorted(known)) or 'no models'}")
+            raise NeighboursError(f"unknown model '{label}'; the database has: {', '.join(sorted(known)) or 'no models'}")
     chosen = [known[label] for label in (models or sorted(known))]
     reports = []
     for model in chosen:
         started = time.perf_counter()
-        token = fast_index.data_token(conn, model.label)
+        token = data_version(conn, model.label)
         index = fast_index.build(conn, model, token)
         rows, sims = top_k_blocks(index.matrix, k)
         ids = index.ids
         seconds = time.perf_counter() - started
         conn.execute("begin immediate")
         try:
-            for statement in CREATE:
-                conn.execute(statement)
-            conn.execute("delete from neighbors where model = ?", [model.label])
+            conn.execute("delete from neighbours where model = ?", [model.label])
             stored_k = rows.shape[1]
             conn.executemany(
-                "insert into neighbors (model, record_id, rank, neighbour_id, similarity) values (?, ?, ?, ?, ?)",
+                "insert into neighbours (model, record_id, rank, neighbour_id, similarity) values (?, ?, ?, ?, ?)",
                 (
                     (model.label, int(ids[i]), rank + 1, int(ids[rows[i, rank]]), float(sims[i, rank]))
                     for i in range(len(ids))
@@ -117,7 +92,7 @@ def build(conn, models: Sequence[str] = (), k: int = 10, progress: Callable[[str
                 ),
             )
             conn.execute(
-                "insert or replace into neighbors_models (model, k, data_version, built, seconds) values (?, ?, ?, ?, ?)",
+                "insert or replace into neighbour_runs (model, k, data_version, built, seconds) values (?, ?, ?, ?, ?)",
                 [model.label, k, json.dumps(token), int(time.time()), round(time.perf_counter() - started, 3)],
             )
             if conn.execute("select 1 from sqlite_master where name = 'similarity_distributions'").fetchone():
@@ -135,10 +110,10 @@ def build(conn, models: Sequence[str] = (), k: int = 10, progress: Callable[[str
 def current_k(conn, model: ModelInfo) -> int | None:
     """How many neighbours per record the table holds for ``model``, or None when it is absent or stale."""
     try:
-        meta = conn.execute("select k, data_version from neighbors_models where model = ?", [model.label]).fetchone()
-    except Exception:  # no such table: neighbors never ran on this database
+        meta = conn.execute("select k, data_version from neighbour_runs where model = ?", [model.label]).fetchone()
+    except Exception:  # no such table: neighbours never ran on this database
         return None
-    if meta is None or meta[1] != json.dumps(fast_index.data_token(conn, model.label)):
+    if meta is None or meta[1] != stored_version(conn, model.label):
         return None
     return int(meta[0])
 
@@ -149,6 +124,6 @@ def stored_neighbours(conn, model: ModelInfo, record_id: int, k: int) -> list[tu
     if stored is None or stored < k:
         return None
     rows = conn.execute(
-        "select neighbour_id, similarity from neighbors where record_id = ? order by rank limit ?", [record_id, k]
+        "select neighbour_id, similarity from neighbours where record_id = ? order by rank limit ?", [record_id, k]
     ).fetchall()
     return [(rid, float(sim)) for rid, sim in rows]

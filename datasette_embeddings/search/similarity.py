@@ -10,59 +10,19 @@ Similarity is cosine similarity (1 = same direction); vec0's ``distance`` on a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from . import memory_index as fast_index, neighbours as neighbors
+from ..config import IndexSettings
+from ..errors import SimilarityError, SimilarityNotFound
+from . import memory_index as fast_index, neighbours
+from .filters import MAX_K, Neighbour, NeighbourFilter, check_k
 from ..storage.store import ModelInfo, Store, record_from_row
-
-MAX_K = 1000  # vec0 allows 4096; pages and the API are capped lower
-
-
-class SimilarityError(ValueError):
-    """A similarity request that cannot be answered (unknown record or model, bad k)."""
-
-
-@dataclass(frozen=True)
-class NeighbourFilter:
-    providers: tuple[str, ...] = ()
-    exclude_providers: tuple[str, ...] = ()
-    exclude_subject: str | None = None
-
-    def sql(self) -> tuple[str, list]:
-        """Constraints for vec0's metadata columns, honoured inside the KNN scan."""
-        clauses: list[str] = []
-        params: list = []
-        if self.providers:
-            clauses.append("provider in (%s)" % ", ".join("?" for _ in self.providers))
-            params.extend(self.providers)
-        for provider in self.exclude_providers:
-            clauses.append("provider != ?")
-            params.append(provider)
-        if self.exclude_subject is not None:
-            clauses.append("subject_id != ?")
-            params.append(self.exclude_subject)
-        return "".join(" and " + c for c in clauses), params
-
-
-@dataclass
-class Neighbour:
-    id: int
-    similarity: float
-    record: dict = field(default_factory=dict)
-
-
-def check_k(k: int) -> int:
-    if not isinstance(k, int) or k < 1 or k > MAX_K:
-        raise SimilarityError(f"k must be a whole number from 1 to {MAX_K}")
-    return k
-
 
 def nearest_ids(
     conn, model: ModelInfo, vector: np.ndarray, k: int, flt: NeighbourFilter = NeighbourFilter(),
-    exclude_ids: Sequence[int] = (),
+    exclude_ids: Sequence[int] = (), settings: IndexSettings = fast_index.DEFAULT_SETTINGS,
 ) -> list[tuple[int, float]]:
     """Top-k ``(record id, similarity)`` for ``vector`` among ``model``'s records.
 
@@ -70,7 +30,7 @@ def nearest_ids(
     and the reference the tests hold the fast path to.
     """
     vector = _checked_query(model, vector, k)
-    found = fast_index.search(conn, model, vector, k, flt, exclude_ids)
+    found = fast_index.search(conn, model, vector, k, flt, exclude_ids, settings)
     if found is not None:
         return found
     return vec0_nearest_ids(conn, model, vector, k, flt, exclude_ids)
@@ -116,20 +76,26 @@ def with_records(conn, pairs: list[tuple[int, float]]) -> list[Neighbour]:
     return [Neighbour(rid, sim, by_id[rid]) for rid, sim in pairs if rid in by_id]
 
 
-def similar_to_vector(conn, model_label: str, vector, k: int = 20, flt: NeighbourFilter = NeighbourFilter()) -> list[Neighbour]:
+def similar_to_vector(
+    conn, model_label: str, vector, k: int = 20, flt: NeighbourFilter = NeighbourFilter(),
+    settings: IndexSettings = fast_index.DEFAULT_SETTINGS,
+) -> list[Neighbour]:
     store = Store(conn)
     model = store.model(model_label)
     if model is None:
-        raise SimilarityError(f"unknown model '{model_label}'")
-    return with_records(conn, nearest_ids(conn, model, vector, k, flt))
+        raise SimilarityNotFound(f"unknown model '{model_label}'")
+    return with_records(conn, nearest_ids(conn, model, vector, k, flt, settings=settings))
 
 
-def similar_to_record(conn, record_id: int, k: int = 20, flt: NeighbourFilter = NeighbourFilter()) -> tuple[dict, list[Neighbour]]:
+def similar_to_record(
+    conn, record_id: int, k: int = 20, flt: NeighbourFilter = NeighbourFilter(),
+    settings: IndexSettings = fast_index.DEFAULT_SETTINGS,
+) -> tuple[dict, list[Neighbour]]:
     """The record and its k most similar records under its own model (itself excluded)."""
     store = Store(conn)
     record = store.record(record_id)
     if record is None:
-        raise SimilarityError(f"no record with id {record_id}")
+        raise SimilarityNotFound(f"no record with id {record_id}")
     model = store.model(record["model"])
     vector = store.vector(record_id)
     if model is None or vector is None:
@@ -137,9 +103,9 @@ def similar_to_record(conn, record_id: int, k: int = 20, flt: NeighbourFilter = 
     pairs = None
     if flt == NeighbourFilter():  # the precomputed table only holds unfiltered neighbours
         check_k(k)
-        pairs = neighbors.stored_neighbours(conn, model, record_id, k)
+        pairs = neighbours.stored_neighbours(conn, model, record_id, k)
     if pairs is None:
-        pairs = nearest_ids(conn, model, vector, k, flt, exclude_ids=(record_id,))
+        pairs = nearest_ids(conn, model, vector, k, flt, exclude_ids=(record_id,), settings=settings)
     return record, with_records(conn, pairs)
 
 

@@ -1,4 +1,4 @@
-"""SQL functions on every connection: ``embed_text``, ``embed_image``, ``vec_cosine``, ``vec_mean``.
+"""SQL functions on every connection: ``embed_text``, ``embed_image``, ``vec_cosine``, ``vec_mean``, ``embeddings_nearest``.
 
 ``embed_text(model, text)`` and ``embed_image(model, image_blob)`` return the
 little-endian float32 BLOB that sqlite-vec takes directly::
@@ -6,28 +6,37 @@ little-endian float32 BLOB that sqlite-vec takes directly::
     select r.* from vec_clip_vit_b_32_1a2b3c4d v join records r on r.id = v.id
     where v.embedding match embed_text('clip-ViT-B-32', 'a ship in a storm') and k = 10
 
-``model`` is a stored model label (mapped to an llm model through plugin
-configuration or the ``models`` table) or an llm model id/alias.  Every refusal is
+``model`` is a stored model label or a configured llm model id, resolved by
+:mod:`embedding.resolver` (any other installed llm model only with
+``allow_any_model: true``).  Every refusal is
 a SQL error carrying a clear message; no function ever returns an error as a value.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 
-from ..embedding import runtime as models
-from . import udf as sqlite_udf
-from ..embedding.runtime import EmbeddingConfig, EmbeddingError
+from ..config import PluginConfig
+from ..embedding import resolver, runtime
+from ..errors import EmbeddingError, SimilarityError
+from ..search import memory_index
+from ..search.filters import NeighbourFilter
+from ..search.similarity import nearest_ids
+from ..storage.store import Store
 from ..storage.vectors import VectorError, cosine_similarity, parse_vector, to_blob
+from . import udf
 
 
 def _stored_model(conn, label: str) -> tuple[bool, str | None]:
     """Whether this database stores ``label``, and its ``models.llm_model_id``."""
     try:
         row = conn.execute("select llm_model_id from models where label = ?", [label]).fetchone()
-    except Exception:  # not a datasette-embeddings database
-        return False, None
+    except Exception as ex:
+        if "no such table" in str(ex):  # not a datasette-embeddings database
+            return False, None
+        raise  # e.g. "interrupted" by the time limit: let the query end with that, not a wrong refusal
     return (row is not None), (row[0] if row and row[0] else None)
 
 
@@ -37,39 +46,72 @@ def _model_name(value: Any, function: str) -> str:
     return value
 
 
-def register_functions(conn, config: EmbeddingConfig | None = None) -> None:
-    """Register the functions on ``conn`` with the limits and switch of ``config``."""
-    config = config or EmbeddingConfig()
+def register_functions(conn, config: PluginConfig | None = None) -> None:
+    """Register every SQL function on ``conn``, with the limits and switches of the instance's ``config``.
+
+    The nearest-neighbour functions share one :class:`Store`, made here rather than
+    per call: cheap now, but a per-call sqlite-utils ``Database`` once expired the
+    query calling the function ("abort due to ROLLBACK").
+    """
+    config = config or PluginConfig()
+    embedding = config.embedding
+    store = Store(conn)
 
     def resolve(name: str) -> str:
-        if name in config.models:
-            return config.models[name]
         stored, llm_id = _stored_model(conn, name)
-        if stored and not llm_id and not models.is_known(name):
-            raise EmbeddingError(
-                f"model '{name}' is stored in this database but no llm model embeds queries for it: "
-                f"set plugins: datasette-embeddings: models: {{'{name}': <llm model id>}} in metadata.yml"
-            )
-        return models.resolve(name, config, llm_id)
+        return resolver.require_query_model(embedding, name, stored=stored, stored_llm_id=llm_id)
 
     def embed_text(model: Any, text: Any) -> bytes:
         name = _model_name(model, "embed_text")
-        config.require_enabled()
+        runtime.require_enabled(embedding)
         _argument("embed_text", "text", text, str, "TEXT")
-        return to_blob(models.embed_text(resolve(name), text, config=config))
+        return to_blob(runtime.embed_text(resolve(name), text, config=embedding))
 
     def embed_image(model: Any, image: Any) -> bytes:
         name = _model_name(model, "embed_image")
-        config.require_enabled()
+        runtime.require_enabled(embedding)
         _argument("embed_image", "image", image, bytes, "a BLOB of image bytes", " (embed_image never reads files or fetches URLs)")
-        return to_blob(models.embed_image(resolve(name), image, config=config))
+        return to_blob(runtime.embed_image(resolve(name), image, config=embedding))
 
-    sqlite_udf.create_function(conn, "embeddings_check_number", 4, check_number, deterministic=True)
-    sqlite_udf.create_function(conn, "embeddings_check_choice", 3, check_choice, deterministic=True)
-    sqlite_udf.create_function(conn, "embed_text", 2, embed_text)
-    sqlite_udf.create_function(conn, "embed_image", 2, embed_image)
-    sqlite_udf.create_function(conn, "vec_cosine", 2, vec_cosine, deterministic=True)
-    sqlite_udf.create_aggregate(conn, "vec_mean", 1, VecMean)
+    def nearest(model_label: Any, query: Any, k: Any, provider: Any = None) -> str:
+        return _nearest_json(store, config, model_label, query, k, provider)
+
+    def index_status(label: Any) -> str:
+        model = store.model(label) if isinstance(label, str) else None
+        if model is None:
+            raise ValueError(f"embeddings_index_status: unknown model {label!r}")
+        return json.dumps(memory_index.status(conn, model))
+
+    udf.create_function(conn, "embeddings_check_number", 4, check_number, deterministic=True)
+    udf.create_function(conn, "embeddings_check_choice", 3, check_choice, deterministic=True)
+    udf.create_function(conn, "embed_text", 2, embed_text)
+    udf.create_function(conn, "embed_image", 2, embed_image)
+    udf.create_function(conn, "vec_cosine", 2, vec_cosine, deterministic=True)
+    udf.create_aggregate(conn, "vec_mean", 1, VecMean)
+    udf.create_function(conn, "embeddings_nearest", 3, lambda m, q, k: nearest(m, q, k))
+    udf.create_function(conn, "embeddings_nearest", 4, nearest)
+    udf.create_function(conn, "embeddings_index_status", 1, index_status)
+
+
+def _nearest_json(store: Store, config: PluginConfig, model_label: Any, query: Any, k: Any, provider: Any = None) -> str:
+    """``embeddings_nearest(model, vector, k [, provider])`` -> JSON ``[{"id", "similarity"}]`` for json_each."""
+    if not isinstance(model_label, str):
+        raise ValueError("embeddings_nearest: model_label must be text")
+    model = store.model(model_label)
+    if model is None:
+        raise ValueError(f"embeddings_nearest: unknown model '{model_label}'")
+    try:
+        vector = parse_vector(query)
+    except VectorError as ex:
+        raise ValueError(f"embeddings_nearest: query_vector: {ex}") from None
+    if not isinstance(k, int):
+        raise ValueError("embeddings_nearest: k must be an integer")
+    flt = NeighbourFilter(providers=(provider,)) if provider is not None else NeighbourFilter()
+    try:
+        pairs = nearest_ids(store.conn, model, vector, k, flt, settings=config.fast_index)
+    except SimilarityError as ex:
+        raise ValueError(f"embeddings_nearest: {ex}") from None
+    return json.dumps([{"id": rid, "similarity": round(sim, 6)} for rid, sim in pairs])
 
 
 def vec_cosine(a: Any, b: Any) -> float | None:

@@ -263,6 +263,43 @@ def pending(db: Database) -> list[str]:
     return [m.name for m in migrations.pending(db)]
 
 
+@migrations()
+def m007_neighbours(db: Database) -> None:
+    # the precomputed neighbours (search/neighbours.py); databases built by older
+    # versions had them as `neighbors` / `neighbors_models`, created outside migrations
+    if db["neighbors"].exists():
+        db.execute("alter table neighbors rename to neighbours")
+        db.execute("drop index if exists neighbors_model")
+    else:
+        db.execute(
+            """
+            create table neighbours (
+                model text not null,
+                record_id integer not null,
+                rank integer not null,
+                neighbour_id integer not null,
+                similarity real not null,
+                primary key (record_id, rank)
+            ) without rowid
+            """
+        )
+    db.execute("create index if not exists neighbours_model on neighbours (model)")
+    if db["neighbors_models"].exists():
+        db.execute("alter table neighbors_models rename to neighbour_runs")
+    else:
+        db.execute(
+            """
+            create table neighbour_runs (
+                model text primary key,
+                k integer not null,
+                data_version text not null,
+                built integer not null,
+                seconds real not null
+            )
+            """
+        )
+
+
 def migrate(db: Database) -> None:
     """Apply pending migrations; callers hold no open transaction."""
     migrations.apply(db)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -15,7 +16,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from . import schema
-from ..errors import RecordError
+from ..errors import NotFoundError, RecordError
 from .vectors import from_blob
 
 
@@ -65,23 +66,92 @@ def _model_from_row(row) -> ModelInfo:
     return ModelInfo(label=row[0], vec_table=row[1], dimensions=row[2], record_count=row[3], llm_model_id=row[4])
 
 
+def data_version(conn, label: str) -> tuple:
+    """The one answer to "has this model's data changed?": ``models.version``.
+
+    ``load`` bumps it on every write to a model (migration m002), so the in-memory
+    index, the neighbours table, the facet cache and every stored result compare
+    this one primary-key read with the token they were built from.  Databases
+    from before m002 fall back to a fingerprint of the model's records.
+    """
+    try:
+        row = conn.execute("select version from models where label = ?", [label]).fetchone()
+        return ("version", row[0] if row else None)
+    except Exception:  # no version column: a database loaded before migration m002
+        row = conn.execute(
+            "select count(*), max(id), sum(created) from records where model = ?", [label]
+        ).fetchone()
+        return ("fingerprint",) + tuple(row)
+
+
+def stored_version(conn, label: str) -> str:
+    """:func:`data_version` as the text stored beside every result computed from a model's vectors."""
+    return json.dumps(data_version(conn, label))
+
+
+def database_version(conn) -> tuple:
+    """Every model's data version at once: changes whenever any model's records change."""
+    try:
+        return tuple(conn.execute("select label, version from models order by label").fetchall())
+    except Exception:  # before m002
+        return tuple(conn.execute("select model, count(*), max(id), sum(created) from records group by model").fetchall())
+
+
+def has_tables(conn, *names: str) -> bool:
+    placeholders = ", ".join("?" for _ in names)
+    found = conn.execute(
+        f"select count(*) from sqlite_master where type = 'table' and name in ({placeholders})", list(names)
+    ).fetchone()[0]
+    return found == len(names)
+
+
 class Store:
-    """Data access over one connection that has sqlite-vec loaded."""
+    """Data access over one connection that has sqlite-vec loaded.
+
+    Request paths make a Store per call, so it wraps the plain connection and runs
+    nothing on it: a sqlite-utils ``Database`` (which sets a PRAGMA and runs
+    sqlite-utils' plugin hooks, and once expired the very query calling a SQL
+    function) is made only for migrations, with both side effects switched off.
+    """
 
     def __init__(self, conn):
         self.conn = conn
-        self.db = Database(conn)
+
+    @classmethod
+    def open(cls, path: str, *, readonly: bool = True) -> "Store":
+        """The one way to open an existing database: refuses a file without our tables, naming it.
+
+        (``load`` creates databases with :func:`files.loader.open_store`, which migrates.)
+        """
+        from .connection import connect
+
+        if not os.path.isfile(path):
+            raise NotFoundError(f"{path}: no such database file")
+        try:
+            conn = connect(path, readonly=readonly)
+            initialised = has_tables(conn, "records", "models")
+        except Exception as ex:
+            raise NotFoundError(f"{path}: cannot open database ({ex})") from None
+        if not initialised:
+            conn.close()
+            raise NotFoundError(
+                f"{path}: not a datasette-embeddings database (no records table); load Parquet files into it first"
+            )
+        return cls(conn)
 
     # ------------------------------------------------------------ schema
     def is_initialised(self) -> bool:
-        return self.db["records"].exists() and self.db["models"].exists()
+        return has_tables(self.conn, "records", "models")
 
     def migrate(self) -> None:
-        schema.migrate(self.db)
+        schema.migrate(Database(self.conn, execute_plugins=False, recursive_triggers=False))
+
+    def data_version(self, label: str) -> tuple:
+        return data_version(self.conn, label)
 
     # ------------------------------------------------------------ models
     def models(self) -> list[ModelInfo]:
-        if not self.db["models"].exists():
+        if not has_tables(self.conn, "models"):
             return []
         rows = self.conn.execute(
             "select label, vec_table, dimensions, record_count, llm_model_id from models order by label"

@@ -12,7 +12,7 @@ times faster per record.  Either way the provider constraint is inside the
 search, so "best match in provider B" is the best of B, not the best overall that
 happens to be B.
 
-Where ``datasette-embeddings neighbors`` has stored a model's neighbours and they
+Where ``datasette-embeddings neighbours`` has stored a model's neighbours and they
 are current, ``similar_records`` (for k up to the stored k) and ``near_duplicates``
 read them instead of searching: one indexed read per record, which is what makes
 ``near_duplicates`` usable on a large, statically published collection.  The
@@ -28,8 +28,8 @@ from __future__ import annotations
 import json
 from typing import Mapping, Sequence
 
-from ..search import neighbours as neighbors
-from ..search.similarity import MAX_K
+from ..search import neighbours
+from ..search.filters import MAX_K
 from ..storage.store import ModelInfo, Store
 
 RECORD_COLUMNS = "r.id, r.provider, r.depiction_id, r.subject_id, r.model, r.attributes"
@@ -42,7 +42,7 @@ def _quote(value: str) -> str:
 def _union(models: Sequence[ModelInfo], branch: str, stored: Mapping[str, int] | None = None, stored_branch: str = "") -> str:
     """One guarded branch per model; ``{vec}``, ``{label}`` and ``{k}`` are filled in per model.
 
-    A model in ``stored`` (label -> k of its current ``neighbors`` rows) gets
+    A model in ``stored`` (label -> k of its current ``neighbours`` rows) gets
     ``stored_branch`` instead, when one is given.
     """
     if not models:
@@ -106,7 +106,7 @@ def similar_records_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] |
 
     # k up to the stored k: read the table; more: search as for any other model
     from_table = (
-        "  select n.neighbour_id as id, 1 - n.similarity as distance from neighbors n\n"
+        "  select n.neighbour_id as id, 1 - n.similarity as distance from neighbours n\n"
         "  where :model = {label} and cast(:k as integer) <= {k}\n"
         "    and n.record_id = (select id from target) and n.rank <= cast(:k as integer)\n"
         "  union all\n" + search(" and cast(:k as integer) > {k}")
@@ -115,9 +115,9 @@ def similar_records_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] |
     return (
         "with target as (\n"
         "  select id from records where provider = :provider and depiction_id = :depiction_id and model = :model\n"
-        "),\nneighbours as (\n" + knn + "\n)\n"
+        "),\nfound as (\n" + knn + "\n)\n"
         f"select {RECORD_COLUMNS}, round(1 - n.distance, 4) as similarity\n"
-        "from neighbours n join records r on r.id = n.id\n"
+        "from found n join records r on r.id = n.id\n"
         "where r.id != (select id from target)\n"
         "  and " + _checks(models, providers, provider_params=["provider"], numbers=[("k", 1, MAX_K)]) + "\n"
         "order by n.distance"
@@ -147,9 +147,9 @@ def text_search_sql(models: Sequence[ModelInfo], providers: Sequence[str] = ()) 
         "  where :model = {label} and v.embedding match embed_text(:model, :q) and v.k = cast(:k as integer)",
     )
     return (
-        "with neighbours as (\n" + knn + "\n)\n"
+        "with found as (\n" + knn + "\n)\n"
         f"select {RECORD_COLUMNS}, round(1 - n.distance, 4) as similarity\n"
-        "from neighbours n join records r on r.id = n.id\n"
+        "from found n join records r on r.id = n.id\n"
         "where " + _checks(models, providers, numbers=[("k", 1, MAX_K)]) + "\n"
         "order by n.distance"
     )
@@ -171,7 +171,7 @@ def near_duplicates_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] |
         stored,
         # the stored nearest other record: rank 1 never is the record itself
         "  select n.record_id as a_id, json_array(n.neighbour_id, 1 - n.similarity) as best\n"
-        "  from neighbors n where :model = {label} and n.model = {label} and n.rank = 1",
+        "  from neighbours n where :model = {label} and n.model = {label} and n.rank = 1",
     )
     # a mutual pair (each the other's nearest) is listed once, from its lower id
     return _pairs_sql(
@@ -185,7 +185,7 @@ def near_duplicates_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] |
 def queries_for(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None, providers: Sequence[str] = ()) -> dict[str, dict]:
     """The canned queries for a database holding ``models``, in Datasette's format.
 
-    ``stored`` maps a model label to the k of its current ``neighbors`` rows.
+    ``stored`` maps a model label to the k of its current ``neighbours`` rows.
     """
     labels = ", ".join(m.label for m in models) or "none loaded"
     return {
@@ -225,7 +225,7 @@ def canned_queries_for_database(conn) -> dict[str, dict]:
     if not store.is_initialised():
         return {}
     models = store.models()
-    stored = {m.label: k for m in models if (k := neighbors.current_k(conn, m))}
+    stored = {m.label: k for m in models if (k := neighbours.current_k(conn, m))}
     providers = [p for p, in conn.execute("select distinct provider from records order by provider")]
     return queries_for(models, stored, providers)
 

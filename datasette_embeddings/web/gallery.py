@@ -1,4 +1,4 @@
-"""Data behind the gallery, record and overview pages: plain dicts, no HTML.
+"""Data behind the gallery page, and the cards and facets every page shares: plain dicts, no HTML.
 
 The HTML pages and their ``.json`` twins are rendered from the very same dicts,
 so what a person sees and what another site fetches cannot drift apart.  Every
@@ -25,21 +25,14 @@ from urllib.parse import unquote, urlencode
 from datasette.utils import tilde_decode, tilde_encode
 
 from .safe_urls import safe_http_url
+from ..errors import InvalidRequestError, NotFoundError
 from ..search import keywords
-from ..search.similarity import Neighbour, NeighbourFilter, similar_to_record
-from ..storage.store import Store, record_from_row
+from ..search.filters import Neighbour, NeighbourFilter
+from ..storage.store import database_version, record_from_row
 
 DEFAULT_PAGE_SIZE = 48
 MAX_PAGE_SIZE = 200
 RECORD_COLUMNS = "id, provider, depiction_id, subject_id, model, created, attributes"
-
-
-class GalleryError(ValueError):
-    """A request naming something the database does not hold; ``status`` is the HTTP status."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
 
 
 # ---------------------------------------------------------------- stable addresses
@@ -223,14 +216,14 @@ COUNTS_SQL = "select model, provider, type, count(*) from records{where} group b
 
 
 def facet_counts(conn, cache_key: str = "") -> FacetCounts:
-    """Counts for the facet lists, cached until the records table changes.
+    """Counts for the facet lists, cached until a load changes any model's data.
 
-    On a million records the GROUP BY takes a fraction of a second; the
-    cache makes every later page free.  The key includes the highest id and the
-    loader-maintained per-model counts, which change whenever records are loaded.
+    On a million records the two GROUP BYs take a fraction of a second; the
+    cache makes every later page free.  The key is every model's data version
+    (:func:`storage.store.database_version`), which every write bumps, so an
+    update that changes a record's type is seen too, not only new records.
     """
-    version = conn.execute("select max(id), (select sum(record_count) from models), (select count(*) from models) from records").fetchone()
-    key = (cache_key, tuple(version))
+    key = (cache_key, database_version(conn))
     with _facet_lock:
         hit = _facet_cache.get(key)
     if hit is not None:
@@ -281,13 +274,13 @@ def check_filter(counts: FacetCounts, flt: GalleryFilter | NeighbourFilter, mode
     providers = list(getattr(flt, "providers", ())) + list(getattr(flt, "exclude_providers", ()))
     for p in providers:
         if p not in known:
-            raise GalleryError(f"unknown provider '{p}' (known: {', '.join(sorted(known)) or 'none'})")
+            raise InvalidRequestError(f"unknown provider '{p}' (known: {', '.join(sorted(known)) or 'none'})")
     model = model if model is not None else getattr(flt, "model", None)
     if model is not None and model not in counts.models:
-        raise GalleryError(f"unknown model '{model}' (known: {', '.join(counts.models) or 'none'})", status=404)
+        raise NotFoundError(f"unknown model '{model}' (known: {', '.join(counts.models) or 'none'})")
     kind = getattr(flt, "type", None)
     if kind is not None and kind not in counts.types():
-        raise GalleryError(f"unknown type '{kind}' (known: {', '.join(counts.types()) or 'none'})")
+        raise InvalidRequestError(f"unknown type '{kind}' (known: {', '.join(counts.types()) or 'none'})")
 
 
 def _passes(flt: GalleryFilter, m: str, p: str, t: str) -> tuple[bool, bool, bool]:
@@ -402,7 +395,7 @@ def gallery_page(
     if flt.q and keywords.match_expression(flt.q) is None:
         flt = dataclasses.replace(flt, q=None)  # punctuation only: no words to look for
     if flt.q and not keywords.has_keyword_index(conn):
-        raise GalleryError("this database has no keyword index yet: run `datasette-embeddings load` on it once to add it")
+        raise InvalidRequestError("this database has no keyword index yet: run `datasette-embeddings load` on it once to add it")
     shown = keyword_counts(conn, flt.q) if flt.q else counts
     uncounted = shown is None
     if flt.q:
@@ -438,133 +431,4 @@ def gallery_page(
         "after": after,
         "size": size,
         "next_after": rows[-1][0] if more else None,
-    }
-
-
-# ---------------------------------------------------------------- record page
-def sibling_records(conn, record: dict) -> list[dict]:
-    """One entry per model the record's *subject* has: where the model switch goes.
-
-    The same depiction under that model when there is one, else the subject's
-    first depiction under it, so a painting's image (an image model) and its
-    title (a text model) switch into each other although their depictions differ.
-    """
-    rows = conn.execute(
-        "select id, model, depiction_id from records where provider = ? and "
-        "(depiction_id = ? or subject_id = ?) order by model, depiction_id != ?, id",
-        [record["provider"], record["depiction_id"], record["subject_id"], record["depiction_id"]],
-    ).fetchall()
-    out: dict[str, dict] = {}
-    for rid, model, depiction in rows:
-        if model not in out:
-            out[model] = {"id": rid, "model": model, "current": rid == record["id"], "depiction_id": depiction}
-        elif rid == record["id"]:
-            out[model].update(id=rid, current=True, depiction_id=depiction)
-    return list(out.values())
-
-
-#: at most this many other depictions of one object are listed on its page
-MAX_DEPICTIONS = 60
-
-
-def subject_depictions(conn, record: dict, base_url: str) -> list[dict]:
-    """The object's other depictions under every model, as cards (this depiction's other models are the model switch)."""
-    rows = conn.execute(
-        f"select {RECORD_COLUMNS} from records where subject_id = ? and provider = ? and depiction_id != ? "
-        "order by model, depiction_id limit ?",
-        [record["subject_id"], record["provider"], record["depiction_id"], MAX_DEPICTIONS],
-    ).fetchall()
-    return [card(record_from_row(r), None, f"{base_url}/{r[0]}") for r in rows]
-
-
-def find_by_address(conn, provider: str, depiction_id: str, model: str | None) -> int:
-    """The record id for a stable address; without a model, an image record first, then by model label."""
-    rows = conn.execute(
-        "select id, model, type from records where provider = ? and depiction_id = ? order by type != 'image', model",
-        [provider, depiction_id],
-    ).fetchall()
-    if not rows:
-        raise GalleryError(f"no record with provider '{provider}' and depiction_id '{depiction_id}'", status=404)
-    if model is None:
-        return rows[0][0]
-    for rid, label, _ in rows:
-        if label == model:
-            return rid
-    raise GalleryError(
-        f"provider '{provider}' depiction '{depiction_id}' has no record under model '{model}' "
-        f"(it has: {', '.join(label for _, label, _ in rows)})", status=404,
-    )
-
-
-def resolve_record_id(conn, record_id: int, model: str | None) -> int:
-    """The record to show: ``record_id`` itself, or its depiction under ``model``."""
-    record = Store(conn).record(record_id)
-    if record is None:
-        raise GalleryError(f"no record with id {record_id}", status=404)
-    if model is None or model == record["model"]:
-        return record_id
-    for sibling in sibling_records(conn, record):
-        if sibling["model"] == model:
-            return sibling["id"]
-    if Store(conn).model(model) is None:
-        raise GalleryError(f"unknown model '{model}'", status=404)
-    raise GalleryError(f"record {record_id} ({record['provider']} {record['depiction_id']}) has no embedding under model '{model}'", status=404)
-
-
-def record_page(
-    conn,
-    record_id: int,
-    *,
-    k: int,
-    providers: Sequence[str] = (),
-    exclude_providers: Sequence[str] = (),
-    exclude_subject: bool = False,
-    model: str | None = None,
-    base_url: str,
-    cache_key: str = "",
-) -> dict:
-    """A record, its other models, and its k most similar records under the filter."""
-    counts = facet_counts(conn, cache_key)
-    record_id = resolve_record_id(conn, record_id, model)
-    subject = Store(conn).record(record_id)["subject_id"]
-    flt = NeighbourFilter(tuple(providers), tuple(exclude_providers), subject if exclude_subject else None)
-    check_filter(counts, flt)
-    record, neighbours = similar_to_record(conn, record_id, k, flt)
-    this = card(record, None, f"{base_url}/{record['id']}")
-    this["attributes"] = {str(key): str(value) for key, value in sorted(record["attributes"].items())}
-    return {
-        "record": this,
-        "models": sibling_records(conn, record),
-        "depictions": subject_depictions(conn, record, base_url),
-        # only providers with records under this model: another could only return nothing
-        "providers": counts.providers_under(record["model"]),
-        "filters": {
-            "k": k,
-            "provider": list(flt.providers),
-            "exclude_provider": list(flt.exclude_providers),
-            "exclude_subject": flt.exclude_subject is not None,
-        },
-        "similar": neighbour_cards(neighbours, base_url),
-    }
-
-
-# ---------------------------------------------------------------- overview
-def has_embeddings_tables(conn) -> bool:
-    return Store(conn).is_initialised()
-
-
-def database_overview(conn, cache_key: str = "") -> dict:
-    """Models with dimensions and counts, providers with counts, for the overview page."""
-    store = Store(conn)
-    counts = facet_counts(conn, cache_key)
-    providers: Counter = Counter()
-    for (_, p), n in counts.by_model_provider.items():
-        providers[p] += n
-    return {
-        "records": sum(providers.values()),
-        "models": [
-            {"label": m.label, "dimensions": m.dimensions, "records": m.record_count, "llm_model_id": m.llm_model_id}
-            for m in store.models()
-        ],
-        "providers": [{"provider": p, "records": n} for p, n in sorted(providers.items())],
     }

@@ -19,31 +19,17 @@ from typing import Any, Sequence
 from datasette.utils import actor_matches_allow
 from datasette.utils.asgi import Forbidden, Response
 
-from ..errors import ConfigError
+from .. import config as plugin_config
 from ..storage import judgements as store_judgements
 from ..storage.store import Store
 
 PERMISSION = "embeddings-judge"
-PLUGIN = "datasette-embeddings"
 #: who may judge when the configuration says nothing: the ``--root`` actor
-DEFAULT_JUDGES = {"id": "root"}
 
 
 def judges_allow_block(datasette) -> Any:
     """The ``judges`` allow block of the plugin configuration (Datasette's allow syntax), default root only."""
-    config = datasette.plugin_config(PLUGIN) or {}
-    allow = config.get("judges", DEFAULT_JUDGES)
-    if not (allow is None or isinstance(allow, (bool, dict))):
-        raise ConfigError(
-            f"{PLUGIN} plugin config: judges must be an allow block such as {{id: [alice, bob]}}, "
-            f"or true or false, got {str(allow)[:60]!r}"
-        )
-    return allow
-
-
-def check_config(datasette) -> None:
-    """At startup: a malformed ``judges`` block fails the server's start, not a curator's click."""
-    judges_allow_block(datasette)
+    return plugin_config.for_datasette(datasette).judges
 
 
 def permission_allowed(datasette, actor, action: str, resource) -> bool | None:

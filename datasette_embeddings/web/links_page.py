@@ -23,16 +23,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from .gallery import card
+from ..config import LinksSettings
 from ..errors import InvalidRequestError, NotFoundError
 from ..search import distribution, links as engine, memory_index as fast_index
 from ..storage import judgements
-from ..storage.store import Store, record_from_row
+from ..storage.store import Store, data_version, record_from_row, stored_version
 
 DEFAULT_SIZE = 50
 MAX_SIZE = 1000
 DEFAULT_K = 5
 MAX_K = 50
-DEFAULT_MAX_SOURCES = 10_000
 SORTS = ("similarity", "source")
 CSV_COLUMNS = (
     "id", "model", "level", "comparison", "similarity", "rank",
@@ -58,35 +58,6 @@ class LinkQuery:
     size: int = DEFAULT_SIZE
     k: int = DEFAULT_K
     judged: str | None = None  # yes, no, or a label: see storage.judgements.judged_sql
-
-
-@dataclass
-class LinksSettings:
-    """The plugin config's ``links`` block."""
-
-    on_the_fly: bool = True
-    on_the_fly_max_sources: int = DEFAULT_MAX_SOURCES
-
-    @classmethod
-    def from_config(cls, config: dict | None) -> "LinksSettings":
-        block = (config or {}).get("links") or {}
-        if not isinstance(block, dict):
-            raise InvalidRequestError("datasette-embeddings plugin config: 'links' must be an object")
-        out = cls()
-        for key, value in block.items():
-            if key == "on_the_fly":
-                if not isinstance(value, bool):
-                    raise InvalidRequestError(f"datasette-embeddings plugin config: links.on_the_fly must be true or false, got {value!r}")
-                out.on_the_fly = value
-            elif key == "on_the_fly_max_sources":
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise InvalidRequestError(
-                        f"datasette-embeddings plugin config: links.on_the_fly_max_sources must be a whole number >= 1, got {value!r}"
-                    )
-                out.on_the_fly_max_sources = value
-            else:
-                raise InvalidRequestError(f"datasette-embeddings plugin config: unknown links setting '{key}'")
-        return out
 
 
 # ---------------------------------------------------------------- parameters
@@ -288,7 +259,7 @@ def compute_on_the_fly(conn, q: LinkQuery, max_sources: int, cache_key: str = ""
     if chosen is None:
         return None
     model, source, targets, level = chosen
-    version = engine.data_version(conn, model.label)
+    version = stored_version(conn, model.label)
     comparisons = (q.comparison,) if q.comparison else ()
     key = (cache_key or fast_index.database_path(conn), model.label, level, source, tuple(targets), q.k, comparisons, version, max_sources)
     hit = _computed.get(key)
@@ -296,7 +267,7 @@ def compute_on_the_fly(conn, q: LinkQuery, max_sources: int, cache_key: str = ""
         return hit
     index = fast_index.index_for(conn, model)
     if index is None:
-        index = fast_index.build(conn, model, fast_index.data_token(conn, model.label))
+        index = fast_index.build(conn, model, data_version(conn, model.label))
     total = conn.execute("select count(*) from records where model = ? and provider = ?", [model.label, source]).fetchone()[0]
     source_side = engine._side(conn, index, model, source, limit=max_sources)
     rows: list[tuple] = []

@@ -16,7 +16,7 @@ from .gallery import card, neighbour_cards
 from ..errors import InvalidRequestError, NotFoundError
 from ..search import distribution, maps
 from ..search.similarity import MAX_SELECTION, NeighbourFilter, similar_to_records
-from ..storage.store import Store, record_from_row
+from ..storage.store import Store, record_from_row, stored_version
 
 SCALE = 65535
 DEFAULT_POINTS_PAGE = 100_000
@@ -191,7 +191,7 @@ def more_like_these(conn, ids: Sequence[int], *, k: int, flt: NeighbourFilter, b
     """The chosen records and the records most similar to their mean (``/-/gallery/similar``)."""
     records, neighbours = similar_to_records(conn, ids, k, flt)
     model = records[0]["model"]
-    quantiles = distribution.current(conn, model, maps.data_version(conn, model))
+    quantiles = distribution.current(conn, model, stored_version(conn, model))
     similar = with_percentiles(neighbour_cards(neighbours, base_url), quantiles)
     return {
         "model": model,

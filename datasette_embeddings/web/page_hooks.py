@@ -11,7 +11,7 @@ import re
 
 from markupsafe import Markup
 
-from . import gallery
+from . import gallery, overview
 from .safe_urls import safe_http_url
 
 IMAGE_URL = re.compile(r"\.(jpe?g|png|gif|webp|avif)(\?[^#]*)?$", re.IGNORECASE)
@@ -86,7 +86,7 @@ def table_actions(datasette, database: str, table: str):
         return None
 
     async def links():
-        if not await datasette.get_database(database).execute_fn(gallery.has_embeddings_tables):
+        if not await datasette.get_database(database).execute_fn(overview.has_embeddings_tables):
             return []
         return [{"href": gallery_url(datasette, database), "label": "Browse records as a gallery"}]
 
@@ -96,7 +96,7 @@ def table_actions(datasette, database: str, table: str):
 def database_actions(datasette, database: str):
     async def links():
         db = datasette.databases.get(database)
-        if db is None or not await db.execute_fn(gallery.has_embeddings_tables):
+        if db is None or not await db.execute_fn(overview.has_embeddings_tables):
             return []
         return [
             {"href": gallery_url(datasette, database), "label": "Browse the collection gallery"},

@@ -12,22 +12,22 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import urlencode
 
 from datasette.utils import add_cors_headers
-from datasette.utils.asgi import Forbidden, Response
+from datasette.utils.asgi import Response
 
-from . import compare_page, evaluation_page, gallery, judging, links_page, map_page, search_page as search
+from .. import config as plugin_config
+from ..config import LinksSettings
+from ..embedding import resolver
 from ..errors import EmbeddingsError, InvalidRequestError, NotFoundError, TooLargeError
 from ..search import agreement, distribution, evaluation, keywords, maps
-from ..search.similarity import MAX_K, NeighbourFilter, SimilarityError
+from ..search.filters import MAX_K, NeighbourFilter
+from ..storage.store import stored_version
+from . import compare_page, evaluation_page, judging, links_page, map_page
 from ..storage.store import Store
+from . import gallery, overview, record_page, search_page as search
+from .http_errors import MethodNotAllowed, Missing, to_http
 
 DEFAULT_K = 20
 TRUE_VALUES = {"1", "true", "on", "yes"}
-
-
-class ViewError(Exception):
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
 
 
 # ---------------------------------------------------------------- helpers
@@ -37,38 +37,9 @@ def _respond(datasette, response: Response) -> Response:
     return response
 
 
-async def _render(datasette, request, template: str, context: dict, status: int = 200) -> Response:
+async def _render(datasette, request, template: str, context: dict) -> Response:
     html = await datasette.render_template([template], context, request=request)
-    return _respond(datasette, Response.html(html, status=status))
-
-
-async def _error(datasette, request, as_json: bool, message: str, status: int) -> Response:
-    if as_json:
-        return _respond(datasette, Response.json({"ok": False, "error": message, "status": status}, status=status))
-    return await _render(
-        datasette, request, "embeddings_error.html", {"error": message, "status": status, "ways_back": ways_back(datasette, request)},
-        status=status,
-    )
-
-
-def ways_back(datasette, request) -> list[dict]:
-    """Links out of an error page: where the visitor came from (same site only), then this database's pages."""
-    from urllib.parse import urlsplit
-
-    links = []
-    referer = request.headers.get("referer") or ""
-    parts = urlsplit(referer)
-    if referer and parts.path.startswith("/") and (not parts.netloc or parts.netloc == request.host):
-        back = parts.path + ("?" + parts.query if parts.query else "")
-        if back != request.full_path:
-            links.append({"href": back, "label": "Back to the page you came from"})
-    route = request.url_vars.get("database")
-    if route and route in {db.route for db in datasette.databases.values()}:
-        base = datasette.urls.database(next(db.name for db in datasette.databases.values() if db.route == route))
-        links.append({"href": base + "/-/gallery", "label": "The gallery"})
-        links.append({"href": base + "/-/search", "label": "Search"})
-    links.append({"href": datasette.urls.path("/-/embeddings"), "label": "Embeddings overview"})
-    return links
+    return _respond(datasette, Response.html(html))
 
 
 def int_param(args, name: str, default: int, low: int, high: int) -> int:
@@ -81,7 +52,7 @@ def int_param(args, name: str, default: int, low: int, high: int) -> int:
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
-        raise ViewError(f"{name} must be a whole number from {low} to {high}, got '{raw[:40]}'")
+        raise InvalidRequestError(f"{name} must be a whole number from {low} to {high}, got '{raw[:40]}'")
     return value
 
 
@@ -100,29 +71,26 @@ async def _database(datasette, request):
     try:
         db = datasette.get_database(route=route)
     except KeyError:
-        raise ViewError(f"no database '{route}'", status=404)
+        raise Missing(f"no database '{route}'")
     await datasette.ensure_permissions(request.actor, [("view-database", db.name), "view-instance"])
-    if not await db.execute_fn(gallery.has_embeddings_tables):
-        raise ViewError(f"database '{db.name}' has no records and models tables (load Parquet files into it first)", status=404)
+    if not await db.execute_fn(overview.has_embeddings_tables):
+        raise Missing(f"database '{db.name}' has no records and models tables (load Parquet files into it first)")
     return db
 
 
 def _handler(template: str) -> Callable:
-    """Wrap a data coroutine into a view that renders HTML or JSON and maps errors to 4xx."""
+    """Wrap a data coroutine into a view that renders HTML or JSON; domain errors become Datasette's 4xx.
+
+    Datasette renders those (HTML, or JSON for ``.json`` paths, with CORS) itself.
+    """
 
     def decorate(fn: Callable[..., Awaitable[dict]]) -> Callable:
         async def view(datasette, request):
             as_json = bool(request.url_vars.get("format"))
             try:
                 data = await fn(datasette, request)
-            except Forbidden:
-                raise
-            except (ViewError, gallery.GalleryError) as ex:
-                return await _error(datasette, request, as_json, str(ex), ex.status)
-            except SimilarityError as ex:
-                return await _error(datasette, request, as_json, str(ex), 400)
             except EmbeddingsError as ex:
-                return await _error(datasette, request, as_json, str(ex), _status_of(ex))
+                raise to_http(ex) from None
             if as_json:
                 return _respond(datasette, Response.json({"ok": True, **data}))
             return await _render(datasette, request, template, data)
@@ -130,14 +98,6 @@ def _handler(template: str) -> Callable:
         return view
 
     return decorate
-
-
-def _status_of(ex: EmbeddingsError) -> int:
-    if isinstance(ex, NotFoundError):
-        return 404
-    if isinstance(ex, TooLargeError):
-        return 413
-    return 400
 
 
 def _base(datasette, db) -> str:
@@ -190,7 +150,7 @@ async def record_view(datasette, request) -> dict:
     db = await _database(datasette, request)
     raw_id = request.url_vars["record_id"]
     if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):  # SQLite integers are 64-bit
-        raise ViewError(f"record id must be a whole number, got '{raw_id[:40]}'", status=404)
+        raise Missing(f"record id must be a whole number, got '{raw_id[:40]}'")
     args = request.args
     k = int_param(args, "k", DEFAULT_K, 1, MAX_K)
     providers = tuple(dict.fromkeys(p for p in args.getlist("provider") if p))
@@ -198,13 +158,14 @@ async def record_view(datasette, request) -> dict:
     exclude_subject = (args.get("exclude_subject") or "").lower() in TRUE_VALUES
     base = _base(datasette, db)
     def page(conn) -> dict:
-        data = gallery.record_page(
+        data = record_page.record_page(
             conn, int(raw_id), k=k, providers=providers, exclude_providers=exclude,
             exclude_subject=exclude_subject, model=args.get("model") or None, base_url=base, cache_key=db.name,
+            settings=plugin_config.for_datasette(datasette).fast_index,
         )
         model = data["record"]["model"]
         # where each score falls among random pairs of this model (when `map`/`neighbors` stored it)
-        map_page.with_percentiles(data["similar"], distribution.current(conn, model, maps.data_version(conn, model)))
+        map_page.with_percentiles(data["similar"], distribution.current(conn, model, stored_version(conn, model)))
         subject = {"provider": data["record"]["provider"], "subject_id": data["record"]["subject_id"], "model": model}
         data["compare_models"] = compare_page.other_models(conn, subject)
         return data
@@ -255,9 +216,9 @@ async def address_view(datasette, request):
         provider = gallery.decode_address_part(request.url_vars["provider"])
         depiction = gallery.decode_address_part(request.url_vars["depiction"])
         model = request.args.get("model") or None
-        rid = await db.execute_fn(lambda conn: gallery.find_by_address(conn, provider, depiction, model))
-    except (ViewError, gallery.GalleryError) as ex:
-        return await _error(datasette, request, as_json, str(ex), ex.status)
+        rid = await db.execute_fn(lambda conn: record_page.find_by_address(conn, provider, depiction, model))
+    except EmbeddingsError as ex:
+        raise to_http(ex) from None
     target = _url(f"{_base(datasette, db)}/{rid}" + (".json" if as_json else ""), _params(request, drop=("model",)))
     return _respond(datasette, Response.redirect(target))
 
@@ -266,9 +227,11 @@ async def address_view(datasette, request):
 @_handler("embeddings_search.html")
 async def search_view(datasette, request) -> dict:
     db = await _database(datasette, request)
+    settings = plugin_config.for_datasette(datasette)
+    config = settings.embedding
     form = search.SearchForm()
     if request.method == "POST":
-        body = await search.read_body(request.receive)
+        body = await search.read_body(request.receive, config.max_upload_bytes)
         form = search.parse_body(request.headers.get("content-type", ""), body)
         if request.headers.get("content-type", "").lower().startswith("multipart/"):
             search.check_csrf(request.scope, request.headers, form)  # asgi-csrf skips these: see search.py
@@ -279,7 +242,6 @@ async def search_view(datasette, request) -> dict:
     get = lambda name: (fields.get(name) or [None])[0]  # noqa: E731
     k = int_param({"k": get("k")}, "k", DEFAULT_K, 1, MAX_K)
     providers = tuple(dict.fromkeys(p for p in fields.get("provider", []) if p))
-    config = search.embedding_config(datasette)
     stored, counts, has_index = await db.execute_fn(
         lambda conn: (Store(conn).models(), gallery.facet_counts(conn, db.name), keywords.has_keyword_index(conn))
     )
@@ -301,11 +263,16 @@ async def search_view(datasette, request) -> dict:
         )
         if query["mode"] == "hybrid":
             data["results"] = await db.execute_fn(
-                lambda conn: search.run_hybrid_search(conn, model.label, vector, query["text"], k=k, providers=providers, base_url=base)
+                lambda conn: search.run_hybrid_search(
+                    conn, model.label, vector, query["text"], k=k, providers=providers, base_url=base,
+                    settings=settings.fast_index,
+                )
             )
         else:
             data["results"] = await db.execute_fn(
-                lambda conn: search.run_search(conn, model.label, vector, k=k, providers=providers, base_url=base)
+                lambda conn: search.run_search(
+                    conn, model.label, vector, k=k, providers=providers, base_url=base, settings=settings.fast_index
+                )
             )
     if form.image is not None and not request.url_vars.get("format"):
         data["query_image"] = await asyncio.to_thread(search.thumbnail_data_url, form.image)
@@ -313,7 +280,7 @@ async def search_view(datasette, request) -> dict:
     data["gallery_url"] = _base(datasette, db)
     data["search_url"] = datasette.urls.database(db.name) + "/-/search"
     data["max_k"] = MAX_K
-    data["max_upload_mb"] = search.MAX_UPLOAD_BYTES // (1024 * 1024)
+    data["max_upload_mb"] = round(config.max_upload_bytes / (1024 * 1024), 1)
     return data
 
 
@@ -321,26 +288,28 @@ async def search_view(datasette, request) -> dict:
 @_handler("embeddings_overview.html")
 async def overview_view(datasette, request) -> dict:
     await datasette.ensure_permissions(request.actor, ["view-instance"])
-    config = search.embedding_config(datasette)
+    config = plugin_config.for_datasette(datasette).embedding
     databases = []
     for name, db in datasette.databases.items():
         if name == "_internal":
             continue
         if not await datasette.permission_allowed(request.actor, "view-database", name, default=True):
             continue
-        if not await db.execute_fn(gallery.has_embeddings_tables):
+        if not await db.execute_fn(overview.has_embeddings_tables):
             continue
-        info = await db.execute_fn(lambda conn: gallery.database_overview(conn, name))
-        for model in info["models"]:  # configuration first, then the stored column (as models.py resolves)
-            model["query_model"] = config.models.get(model["label"]) or model["llm_model_id"]
+        info = await db.execute_fn(lambda conn: overview.database_overview(conn, name))
+        for model in info["models"]:
+            model["query_model"] = await asyncio.to_thread(
+                resolver.query_model_id, config, model["label"], stored=True, stored_llm_id=model["llm_model_id"]
+            )
         base = datasette.urls.database(name)
         databases.append({"name": name, "gallery_url": base + "/-/gallery", "search_url": base + "/-/search", **info})
     return {"databases": databases}
 
 
 # ---------------------------------------------------------------- links
-def _links_settings(datasette) -> links_page.LinksSettings:
-    return links_page.LinksSettings.from_config(datasette.plugin_config("datasette-embeddings") or {})
+def _links_settings(datasette) -> LinksSettings:
+    return plugin_config.for_datasette(datasette).links
 
 
 @_handler("embeddings_links.html")
@@ -395,14 +364,10 @@ async def links_csv(datasette, request):
         settings = _links_settings(datasette)
         # the first batch runs before the response starts, so a bad request is still a 4xx
         first = await db.execute_fn(lambda conn: links_page.csv_batch(conn, links_page.with_after(q, None, 1000), settings, db.name))
-    except Forbidden:
-        raise
-    except ViewError as ex:
-        return await _error(datasette, request, True, str(ex), ex.status)
-    except NotFoundError as ex:
-        return await _error(datasette, request, True, str(ex), 404)
     except EmbeddingsError as ex:
-        return await _error(datasette, request, True, str(ex), 400)
+        # a CSV client reads the refusal as JSON, as with `.json`
+        status = to_http(ex).status
+        return _respond(datasette, Response.json({"ok": False, "error": str(ex), "status": status}, status=status))
 
     def encode(rows) -> str:
         buffer = io.StringIO()
@@ -430,14 +395,12 @@ def _ids(args) -> list[int]:
     for value in raw:
         value = value.strip()
         if not (value.isascii() and value.isdigit() and len(value) <= 18):
-            raise ViewError(f"id must be a whole number, got '{value[:40]}'")
+            raise InvalidRequestError(f"id must be a whole number, got '{value[:40]}'")
         ids.append(int(value))
     if not ids:
-        raise ViewError("name at least one record: ?id=1&id=2 (an empty selection has nothing to compare)")
+        raise InvalidRequestError("name at least one record: ?id=1&id=2 (an empty selection has nothing to compare)")
     if len(set(ids)) > map_page.MAX_SELECTION:
-        raise ViewError(
-            f"at most {map_page.MAX_SELECTION} records at once, got {len(set(ids)):,}: select fewer", status=413
-        )
+        raise TooLargeError(f"at most {map_page.MAX_SELECTION} records at once, got {len(set(ids)):,}: select fewer")
     return ids
 
 
@@ -477,12 +440,8 @@ async def map_json_view(datasette, request) -> Response:
         after = int_param(args, "after", 0, 0, 2**63 - 1)
         size = int_param(args, "size", map_page.DEFAULT_POINTS_PAGE, 1, map_page.MAX_POINTS_PAGE)
         data = await db.execute_fn(lambda conn: map_page.map_points(conn, args.get("model") or None, after, size))
-    except Forbidden:
-        raise
-    except ViewError as ex:
-        return await _error(datasette, request, True, str(ex), ex.status)
     except EmbeddingsError as ex:
-        return await _error(datasette, request, True, str(ex), _status_of(ex))
+        raise to_http(ex) from None
     path = datasette.urls.database(db.name) + "/-/map.json"
     data["next_url"] = (
         _url(path, [("model", data["model"]), ("size", size if size != map_page.DEFAULT_POINTS_PAGE else None),
@@ -534,7 +493,7 @@ async def cluster_view(datasette, request) -> dict:
     db = await _database(datasette, request)
     raw = request.url_vars["cluster"]
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
-        raise ViewError(f"cluster must be a whole number, got '{raw[:40]}'", status=404)
+        raise Missing(f"cluster must be a whole number, got '{raw[:40]}'")
     urls = _map_urls(datasette, db)
     args = request.args
     after = int_param(args, "after", 0, 0, 2**63 - 1)
@@ -592,7 +551,7 @@ def _float_param(args, name: str) -> float | None:
     try:
         return float(raw)
     except ValueError:
-        raise ViewError(f"{name} must be a number, got '{raw[:40]}'")
+        raise InvalidRequestError(f"{name} must be a number, got '{raw[:40]}'")
 
 
 @_handler("embeddings_evaluation.html")
@@ -602,12 +561,9 @@ async def evaluation_view(datasette, request) -> dict:
     positives = [p for p in args.getlist("positive") if p]
     target = _float_param(args, "precision")
     models = [m for m in args.getlist("model") if m]
-    try:
-        report = await db.execute_fn(
-            lambda conn: evaluation.evaluate(conn, positives=positives, target=target, models=models)
-        )
-    except InvalidRequestError as ex:
-        raise ViewError(str(ex))
+    report = await db.execute_fn(
+        lambda conn: evaluation.evaluate(conn, positives=positives, target=target, models=models)
+    )
     base = datasette.urls.database(db.name)
     if request.url_vars.get("format"):
         return report
@@ -624,18 +580,14 @@ async def judge_view(datasette, request) -> Response:
     """POST one verdict on a link; 403 (nothing written) unless mutable, permitted and CSRF-checked."""
     as_json = bool(request.url_vars.get("format"))
     if request.method != "POST":
-        return await _error(datasette, request, as_json, "judgements are recorded with POST from the links page", 405)
+        raise MethodNotAllowed("judgements are recorded with POST from the links page")
     try:
         db = await _database(datasette, request)
         return await judging.judge(
             datasette, request, db, links_url=datasette.urls.database(db.name) + "/-/links", as_json=as_json
         )
-    except ViewError as ex:
-        return await _error(datasette, request, as_json, str(ex), ex.status)
-    except InvalidRequestError as ex:
-        return await _error(datasette, request, as_json, str(ex), 400)
-    except NotFoundError as ex:
-        return await _error(datasette, request, as_json, str(ex), 404)
+    except EmbeddingsError as ex:
+        raise to_http(ex) from None
 
 
 # ---------------------------------------------------------------- models side by side
@@ -644,7 +596,7 @@ async def compare_record_view(datasette, request) -> dict:
     db = await _database(datasette, request)
     raw_id = request.url_vars["record_id"]
     if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):
-        raise ViewError(f"record id must be a whole number, got '{raw_id[:40]}'", status=404)
+        raise Missing(f"record id must be a whole number, got '{raw_id[:40]}'")
     args = request.args
     k = int_param(args, "k", agreement.DEFAULT_K, 1, agreement.MAX_K)
     base = _base(datasette, db)
@@ -680,15 +632,15 @@ async def compare_models_view(datasette, request) -> dict:
     if not name:
         names = [n for n in datasette.databases if n != "_internal"]
         if len(names) != 1:
-            raise ViewError(f"name the database: ?database=... (one of: {', '.join(names) or 'none'})")
+            raise InvalidRequestError(f"name the database: ?database=... (one of: {', '.join(names) or 'none'})")
         name = names[0]
     try:
         db = datasette.get_database(name)
     except KeyError:
-        raise ViewError(f"no database '{name[:60]}'", status=404)
+        raise Missing(f"no database '{name[:60]}'")
     await datasette.ensure_permissions(request.actor, [("view-database", db.name), "view-instance"])
-    if not await db.execute_fn(gallery.has_embeddings_tables):
-        raise ViewError(f"database '{db.name}' has no records and models tables", status=404)
+    if not await db.execute_fn(overview.has_embeddings_tables):
+        raise Missing(f"database '{db.name}' has no records and models tables")
     k = int_param(args, "k", agreement.DEFAULT_K, 1, agreement.MAX_K)
     a, b = args.get("a") or "", args.get("b") or ""
     base = _base(datasette, db)

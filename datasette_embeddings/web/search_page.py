@@ -1,7 +1,8 @@
 """Search by text or by an uploaded image: request parsing, upload checks, results.
 
-Query-time embedding belongs to ``models.py``; :func:`embedding_backend` is the one
-seam to it, so this module never knows which llm plugin does the work.  Uploads
+Query-time embedding belongs to :mod:`embedding.runtime`, and which llm model
+embeds a stored label to :mod:`embedding.resolver`; this module never knows which
+llm plugin does the work.  Uploads
 are read with a hard byte limit before anything parses them, checked to be an
 image format we accept, and only then handed to the model.  CSRF is Datasette's
 (asgi-csrf): the HTML form carries the ``csrftoken`` field before the file.
@@ -18,59 +19,58 @@ from typing import Callable
 
 import numpy as np
 
-from .gallery import FacetCounts, GalleryError, card, check_filter, neighbour_cards
+from datasette.utils.asgi import Forbidden
+
+from ..config import EmbeddingConfig, IndexSettings
+from ..embedding import resolver, runtime
+from ..errors import EmbeddingError, InvalidRequestError, NotFoundError, TooLargeError, UnsupportedMediaError
 from ..search import keywords
-from ..search.similarity import MAX_K, NeighbourFilter, SimilarityError, check_k, similar_to_vector, with_records
+from ..search.filters import MAX_K, NeighbourFilter, check_k
+from ..search.similarity import similar_to_vector, with_records
+from .gallery import FacetCounts, card, check_filter, neighbour_cards
 from ..storage.store import ModelInfo
+from .gallery import FacetCounts, check_filter, neighbour_cards
 
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 ACCEPTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+#: room for the form fields and multipart headers around the image
+FORM_OVERHEAD_BYTES = 64 * 1024
 
 
-class SearchError(GalleryError):
-    """A search request we refuse, with the HTTP status to answer it with."""
-
-
-def embedding_backend():
-    """The query-time embedding module (``models.py``): the single place to rewire."""
-    from ..embedding import runtime as models
-
-    return models
-
-
-def llm_model_id(model: ModelInfo, config) -> str | None:
+def llm_model_id(model: ModelInfo, config: EmbeddingConfig) -> str | None:
     """The llm model that embeds queries for a stored model, or None (not searchable)."""
     try:
-        return embedding_backend().llm_model_for_label(config, model)
-    except ValueError:
+        return resolver.query_model_id(config, model.label, stored=True, stored_llm_id=model.llm_model_id)
+    except EmbeddingError:
         return None
 
 
-def model_capabilities(model: ModelInfo, config) -> dict:
+def model_capabilities(model: ModelInfo, config: EmbeddingConfig) -> dict:
     """``{"label", "dimensions", "text", "image"}``: what a stored model can be searched with."""
-    backend = embedding_backend()
     model_id = llm_model_id(model, config)
     caps = {"label": model.label, "dimensions": model.dimensions, "text": False, "image": False}
     if model_id is None:
         return caps
     try:
-        if not backend.is_available(model_id):
+        if not runtime.is_available(model_id):
             caps["unavailable"] = f"the llm model '{model_id}' is not installed on this server"
             return caps
-    except backend.EmbeddingError:
+    except EmbeddingError:
         return caps
-    for key, fn in (("text", backend.supports_text), ("image", backend.supports_images)):
+    for key, fn in (("text", runtime.supports_text), ("image", runtime.supports_images)):
         try:
             caps[key] = bool(fn(model_id))
-        except backend.EmbeddingError:  # an llm model that is not installed cannot be searched with
+        except EmbeddingError:  # an llm model that is not installed cannot be searched with
             caps[key] = False
     return caps
+
+
+def _too_large(limit: int) -> TooLargeError:
+    return TooLargeError(f"upload too large: the limit is {limit:,} bytes ({limit / (1024 * 1024):.0f} MiB)")
 
 
 # ---------------------------------------------------------------- uploads
 @dataclass
 class SearchForm:
-    text: str | None = None
     image: bytes | None = None
     fields: dict[str, list[str]] = field(default_factory=dict)
 
@@ -82,8 +82,9 @@ class SearchForm:
         return list(self.fields.get(name, []))
 
 
-async def read_body(receive: Callable, limit: int = MAX_UPLOAD_BYTES + 64 * 1024) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+async def read_body(receive: Callable, image_limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes the image limit plus the form's room."""
+    limit = image_limit + FORM_OVERHEAD_BYTES
     chunks: list[bytes] = []
     size = 0
     more = True
@@ -92,7 +93,7 @@ async def read_body(receive: Callable, limit: int = MAX_UPLOAD_BYTES + 64 * 1024
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise SearchError(f"upload too large: the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB", status=413)
+            raise _too_large(image_limit)
         chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks)
@@ -104,15 +105,14 @@ def parse_body(content_type: str, body: bytes) -> SearchForm:
     if ctype.startswith("image/"):
         return SearchForm(image=body)
     if ctype != "multipart/form-data":
-        raise SearchError(
-            f"unsupported Content-Type '{ctype or 'none'}': send multipart/form-data with an 'image' file, or the image bytes as image/jpeg, image/png, image/gif or image/webp",
-            status=415,
+        raise UnsupportedMediaError(
+            f"unsupported Content-Type '{ctype or 'none'}': send multipart/form-data with an 'image' file, or the image bytes as image/jpeg, image/png, image/gif or image/webp"
         )
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
     )
     if not message.is_multipart():
-        raise SearchError("malformed multipart/form-data body")
+        raise InvalidRequestError("malformed multipart/form-data body")
     form = SearchForm()
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
@@ -124,26 +124,27 @@ def parse_body(content_type: str, body: bytes) -> SearchForm:
                 form.image = payload
             continue
         form.fields.setdefault(name, []).append(payload.decode("utf-8", "replace"))
-    form.text = form.get("q")
     return form
 
 
-def check_image(data: bytes) -> str:
-    """The image's format name, or a 400/415 naming what is wrong with the upload."""
+def check_image(data: bytes, limit: int) -> str:
+    """The image's format name from its header alone (no decoding), or an error naming what is wrong.
+
+    The pixels are decoded once, later, by :func:`embedding.images.load_image`.
+    """
     from PIL import Image, UnidentifiedImageError
 
     if not data:
-        raise SearchError("the uploaded image is empty")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise SearchError(f"upload too large: the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB", status=413)
+        raise InvalidRequestError("the uploaded image is empty")
+    if len(data) > limit:
+        raise _too_large(limit)
     try:
         with Image.open(io.BytesIO(data)) as image:
             fmt = image.format
-            image.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as ex:
-        raise SearchError(f"the upload is not a readable image ({ex.__class__.__name__}): use JPEG, PNG, GIF or WebP", status=415) from None
+        raise UnsupportedMediaError(f"the upload is not a readable image ({ex.__class__.__name__}): use JPEG, PNG, GIF or WebP") from None
     if fmt not in ACCEPTED_FORMATS:
-        raise SearchError(f"image format {fmt} is not accepted: use JPEG, PNG, GIF or WebP", status=415)
+        raise UnsupportedMediaError(f"image format {fmt} is not accepted: use JPEG, PNG, GIF or WebP")
     return fmt
 
 
@@ -198,37 +199,26 @@ def check_csrf(scope: dict, headers: dict, form: SearchForm) -> None:
     expected = scope.get("csrftoken")
     sent = form.get("csrftoken") or ""
     if expected is None or not secrets.compare_digest(sent.encode(), str(expected()).encode()):
-        raise SearchError("form submission failed the CSRF check: reload the search page and try again", status=403)
+        raise Forbidden("form submission failed the CSRF check: reload the search page and try again")
 
 
 # ---------------------------------------------------------------- searching
-def query_vector(model: ModelInfo, config, *, text: str | None, image: bytes | None) -> np.ndarray:
-    """Embed the query with the llm model behind ``model``; errors become 400s.
-
-    ``config`` is the models module's configuration (or the Datasette instance):
-    its query switch and size limits apply to every query.
-    """
-    backend = embedding_backend()
+def query_vector(model: ModelInfo, config: EmbeddingConfig, *, text: str | None, image: bytes | None) -> np.ndarray:
+    """Embed the query with the llm model behind ``model``; the instance's switch and limits apply."""
     caps = model_capabilities(model, config)
     model_id = llm_model_id(model, config)
+    if image is not None:
+        if not caps["image"]:
+            raise InvalidRequestError(f"model '{model.label}' cannot embed images")
+        check_image(image, config.max_upload_bytes)
+    elif not caps["text"]:
+        raise InvalidRequestError(f"model '{model.label}' cannot embed text")
     try:
         if image is not None:
-            if not caps["image"]:
-                raise SearchError(f"model '{model.label}' cannot embed images")
-            check_image(image)
-            return np.asarray(backend.embed_image(model_id, image, config=config), dtype="<f4")
-        if not caps["text"]:
-            raise SearchError(f"model '{model.label}' cannot embed text")
-        return np.asarray(backend.embed_text(model_id, text or "", config=config), dtype="<f4")
-    except SearchError:
-        raise
-    except backend.EmbeddingError as ex:
-        raise SearchError(f"could not embed the query with '{model.label}': {ex}") from None
-
-
-def embedding_config(datasette):
-    """The query-time embedding configuration (limits, the on/off switch) of an instance."""
-    return embedding_backend().config_of(datasette)
+            return np.asarray(runtime.embed_image(model_id, image, config=config), dtype="<f4")
+        return np.asarray(runtime.embed_text(model_id, text or "", config=config), dtype="<f4")
+    except EmbeddingError as ex:
+        raise InvalidRequestError(f"could not embed the query with '{model.label}': {ex}") from None
 
 
 MODES = ("vector", "keyword", "hybrid")
@@ -260,15 +250,15 @@ def plan_search(
     check_k(k)
     text = (text or "").strip() or None
     if text and image is not None:
-        raise SearchError("search by text or by image, not both at once")
+        raise InvalidRequestError("search by text or by image, not both at once")
     if model_label is not None and model_label not in {m["label"] for m in models}:
-        raise SearchError(f"unknown model '{model_label}' (known: {', '.join(m['label'] for m in models) or 'none'})", status=404)
+        raise NotFoundError(f"unknown model '{model_label}' (known: {', '.join(m['label'] for m in models) or 'none'})")
     if mode is not None and mode not in MODES:
-        raise SearchError(f"mode must be one of {', '.join(MODES)}, got '{mode[:40]}'")
+        raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}, got '{mode[:40]}'")
     text_models = [m["label"] for m in models if m["text"]]
     if image is not None:
         if mode not in (None, "vector"):
-            raise SearchError("an image search is always mode=vector")
+            raise InvalidRequestError("an image search is always mode=vector")
         mode = "vector"
     elif text:
         if mode is None:
@@ -277,15 +267,15 @@ def plan_search(
             else:
                 mode = "keyword" if keyword_index else "vector"
         if mode == "keyword" and not keyword_index:
-            raise SearchError("this database has no keyword index yet: run `datasette-embeddings load` on it once to add it")
+            raise InvalidRequestError("this database has no keyword index yet: run `datasette-embeddings load` on it once to add it")
         if mode in ("vector", "hybrid") and not text_models:
-            raise SearchError(f"no model in this database can embed text queries, so mode={mode} cannot run: "
+            raise InvalidRequestError(f"no model in this database can embed text queries, so mode={mode} cannot run: "
                               "use mode=keyword (words in titles, texts and credit lines)")
     wanted = "image" if image is not None else "text"
     if model_label is None and (text or image is not None) and mode != "keyword":
         usable = [m for m in models if m[wanted]]
         if not usable:
-            raise SearchError(f"no model in this database can embed {wanted} queries")
+            raise InvalidRequestError(f"no model in this database can embed {wanted} queries")
         model_label = usable[0]["label"]
     return {
         "query": {"text": text, "image": image is not None, "model": model_label, "k": k, "provider": list(providers),
@@ -313,7 +303,8 @@ def run_keyword_search(conn, text: str, model_label: str | None, *, k: int, prov
 
 
 def run_hybrid_search(
-    conn, model_label: str, vector: np.ndarray, text: str, *, k: int, providers: tuple[str, ...], base_url: str
+    conn, model_label: str, vector: np.ndarray, text: str, *, k: int, providers: tuple[str, ...], base_url: str,
+    settings: IndexSettings = IndexSettings(),
 ) -> list[dict]:
     """Keyword and vector results under one model, fused by reciprocal rank (see search/keywords.py).
 
@@ -321,10 +312,7 @@ def run_hybrid_search(
     carries ``score``, the fused score its place comes from.
     """
     n = max(k, HYBRID_CANDIDATES)
-    try:
-        near = similar_to_vector(conn, model_label, vector, min(n, MAX_K), NeighbourFilter(providers=providers))
-    except SimilarityError as ex:
-        raise SearchError(str(ex)) from None
+    near = similar_to_vector(conn, model_label, vector, min(n, MAX_K), NeighbourFilter(providers=providers), settings)
     words = keywords.ranked_ids(conn, text, keywords.KeywordFilter(model=model_label, providers=providers), limit=n)
     similarity = {x.id: x.similarity for x in near}
     fused = keywords.reciprocal_rank_fusion([x.id for x in near], [rid for rid, _ in words])[:k]
@@ -337,10 +325,10 @@ def run_hybrid_search(
     return cards
 
 
-def run_search(conn, model_label: str, vector: np.ndarray, *, k: int, providers: tuple[str, ...], base_url: str) -> list[dict]:
+def run_search(
+    conn, model_label: str, vector: np.ndarray, *, k: int, providers: tuple[str, ...], base_url: str,
+    settings: IndexSettings = IndexSettings(),
+) -> list[dict]:
     """The k nearest records to a query vector, as cards, with the provider filter inside the KNN."""
-    try:
-        neighbours = similar_to_vector(conn, model_label, vector, k, NeighbourFilter(providers=providers))
-    except SimilarityError as ex:
-        raise SearchError(str(ex)) from None
+    neighbours = similar_to_vector(conn, model_label, vector, k, NeighbourFilter(providers=providers), settings)
     return neighbour_cards(neighbours, base_url)
