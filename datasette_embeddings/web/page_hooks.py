@@ -151,7 +151,7 @@ def param_choices(conn, cache_key: str = "") -> dict:
     Defaults: the first model, provider_a the first provider and provider_b the
     second, so the form's first run returns rows instead of nothing.
     """
-    if not gallery.has_embeddings_tables(conn):
+    if not overview.has_embeddings_tables(conn):
         return {}
     counts = gallery.facet_counts(conn, cache_key)
     models, providers = counts.models, counts.providers
