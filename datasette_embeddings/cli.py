@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sys
@@ -86,7 +87,9 @@ class _Progress:
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--batch-size", default=4096, show_default=True, help="Rows read and written per batch")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary")
-def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool) -> None:
+@click.option("--footer-mismatch", type=click.Choice(["error", "warn"]), default="error", show_default=True,
+              help="When a file's embeddingsdb footer metadata contradicts its rows: refuse the file, or load it with a warning")
+def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool, footer_mismatch: str) -> None:
     """Load Parquet files, directories of them, or http(s) URLs into DB.
 
     Each file loads in one transaction. Records are keyed on
@@ -99,6 +102,8 @@ def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool) -> Non
 
     def file_done(report: loader.FileReport) -> None:
         progress.done()
+        for warning in report.warnings:
+            echo(f"Warning: {report.source}: {warning}", err=True)
         if not quiet:
             c = report.counts
             echo(
@@ -113,7 +118,8 @@ def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool) -> Non
         echo(f"{db}: another load of this database{holder} is running; waiting for it to finish", err=True)
 
     try:
-        report = loader.load(db, sources, batch_size=batch_size, progress=progress, on_file_done=file_done, on_wait=waiting)
+        report = loader.load(db, sources, batch_size=batch_size, progress=progress, on_file_done=file_done, on_wait=waiting,
+                             footer_mismatch=footer_mismatch)
     except loader.LoadError as ex:
         progress.done()
         raise CommandError(str(ex))
@@ -151,21 +157,33 @@ def export(db: str, output: str, providers: tuple[str, ...], models: tuple[str, 
 
 
 @cli.command()
-@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.argument("source")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON")
-def info(db: str, as_json: bool) -> None:
-    """Providers, models, dimensions and counts of DB.
+def info(source: str, as_json: bool) -> None:
+    """Providers, models, dimensions and counts of a database, a Parquet file or a URL.
+
+    For Parquet only the footer is read (for a URL, with HTTP range requests):
+    the row count and the go-embeddingsdb metadata, never the rows.
 
         datasette-embeddings info collection.db --json
+        datasette-embeddings info https://example.org/nga.parquet
     """
+    from .errors import RecordError
+    from .files import file_info
     from .files.info import database_info
 
+    if not file_info.is_url(source) and not os.path.exists(source):
+        raise click.BadParameter(f"File '{source}' does not exist.", param_hint="'SOURCE'")
     try:
-        data = database_info(db)
-    except EmbeddingsError as ex:
+        kind = file_info.kind_of(source)
+        data = file_info.describe(source) if kind == "parquet" else database_info(source)
+    except (RecordError, EmbeddingsError) as ex:
         raise CommandError(str(ex))
     if as_json:
         click.echo(json.dumps(data, indent=2))
+        return
+    if kind == "parquet":
+        _echo_parquet_info(data)
         return
     echo(f"{data['records']:,} records")
     echo("Models:")
@@ -174,6 +192,26 @@ def info(db: str, as_json: bool) -> None:
     echo("Providers:")
     for p in data["providers"]:
         echo(f"  {p['provider']}  {p['model']}  {p['count']:,}")
+
+
+def _echo_parquet_info(data: dict) -> None:
+    echo(f"{data['source']}: Parquet, {data['rows']:,} rows in {data['row_groups']:,} row group(s), {data['bytes']:,} bytes")
+    if "bytes_read" in data:
+        echo(f"Read {data['bytes_read']:,} bytes of it in {data['requests']} range request(s)")
+    layout = "the shared record layout" if data["shared_layout"] else "another layout (see load --map / --layout)"
+    echo(f"Columns: {', '.join(data['columns'])} ({layout})")
+    if not data["footer"]:
+        echo("No embeddingsdb footer metadata: providers and models are only known by reading the rows (load, validate)")
+        return
+    echo("Models (from the footer):")
+    for m in data["models"]:
+        dims = f"{m['dimensions']}-d" if m["dimensions"] is not None else "dimensions not stated"
+        providers = ", ".join(m["providers"]) if m["providers"] is not None else "providers not stated"
+        echo(f"  {m['label']}  {dims}  ({providers})")
+    echo("Providers (from the footer):")
+    for p in data["providers"]:
+        models = ", ".join(p["models"]) if p["models"] is not None else "models not stated"
+        echo(f"  {p['provider']}  ({models})")
 
 
 @cli.command(name="neighbours")

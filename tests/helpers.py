@@ -49,8 +49,11 @@ def write_parquet(path, records: list[dict], **kwargs) -> None:
     pq.write_table(to_arrow(records), str(path), **kwargs)
 
 
-def write_go_layout(path, records: list[dict]) -> None:
-    """Like parquet-go: every column required, list element 'element', map as 'key_value'."""
+def write_go_layout(path, records: list[dict], footer: Mapping[str, str] | None = None) -> None:
+    """Like parquet-go: every column required, list element 'element', map as 'key_value'.
+
+    ``footer``: key/value metadata for the file, as go-embeddingsdb writes its summary.
+    """
     schema = pa.schema(
         [
             pa.field("provider", pa.string(), nullable=False),
@@ -74,6 +77,8 @@ def write_go_layout(path, records: list[dict]) -> None:
         },
         schema=schema,
     )
+    if footer:
+        table = table.replace_schema_metadata(dict(footer))
     pq.write_table(table, str(path), use_compliant_nested_type=True)
 
 

@@ -22,7 +22,8 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-from .parquet_io import RecordBatch, RecordError, read_batches
+from . import footer
+from .parquet_io import RecordBatch, RecordError, read_batches, read_footer_keys
 from ..storage.connection import connect, sqlite3
 from ..storage import keyword_index
 from ..storage.store import Store, UpsertCounts, has_tables
@@ -43,6 +44,8 @@ class FileReport:
     per_provider_model: Counter = field(default_factory=Counter)
     ignored_columns: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: footer keys the rows contradict, when loaded anyway (``footer_mismatch="warn"``)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -361,7 +364,38 @@ def rows_by_model(batch: RecordBatch, seen_dims: dict[str, tuple[int, int]], per
     return groups
 
 
-def load_file(store: Store, source: str, *, batch_size: int = 4096, progress: ProgressCallback | None = None) -> FileReport:
+FOOTER_MISMATCH_CHOICES = ("error", "warn")
+
+
+def check_footer(path: str, source: str, report: FileReport, seen_dims: dict[str, tuple[int, int]], policy: str) -> None:
+    """Compare the file's go-embeddingsdb footer keys with the rows just read.
+
+    A footer is a publisher's claim about the file; when the rows say otherwise
+    one of the two is wrong, so by default the file is refused (the caller rolls
+    back) with every contradicted key named.  ``policy="warn"`` loads the rows
+    and reports the same messages as warnings.
+    """
+    summary = footer.parse(footer.embeddingsdb_keys(read_footer_keys(path)))
+    if summary.empty:
+        return
+    stats = footer.FileStats()
+    for (provider, model), n in report.per_provider_model.items():
+        stats.add(provider, model, seen_dims[model][0], count=n)
+    problems = footer.disagreements(summary, stats)
+    if not problems:
+        return
+    if policy == "warn":
+        report.warnings.extend(str(p) for p in problems)
+        return
+    raise LoadError(
+        f"{source}: the footer metadata disagrees with the rows, nothing loaded from this file: "
+        + "; ".join(str(p) for p in problems)
+        + " (--footer-mismatch warn loads the rows anyway)"
+    )
+
+
+def load_file(store: Store, source: str, *, batch_size: int = 4096, progress: ProgressCallback | None = None,
+              footer_mismatch: str = "error") -> FileReport:
     """Load one file in one transaction; on any error roll back and raise :class:`LoadError`."""
     report = FileReport(source=source)
     started = time.perf_counter()
@@ -391,6 +425,7 @@ def load_file(store: Store, source: str, *, batch_size: int = 4096, progress: Pr
                 report.rows += len(batch)
                 if progress:
                     progress(len(batch))
+            check_footer(path, source, report, seen_dims, footer_mismatch)
             store.refresh_counts(sorted(touched))
             if keywords is not None and not report.counts.inserted and not report.counts.updated:
                 # nothing changed but the triggers set aside: leave the file byte for byte as it was
@@ -422,6 +457,7 @@ def load(
     progress: ProgressCallback | None = None,
     on_file_done: Callable[[FileReport], None] | None = None,
     on_wait: Callable[[str], None] | None = None,
+    footer_mismatch: str = "error",
 ) -> LoadReport:
     """Load every source in order; stop at the first failing file (earlier ones stay loaded).
 
@@ -429,23 +465,28 @@ def load(
     of the same path waits; ``on_wait`` is told the holder's pid), so a failed
     first load may remove the database it created: nobody else wrote into it.
     """
+    if footer_mismatch not in FOOTER_MISMATCH_CHOICES:
+        raise LoadError(f"footer_mismatch must be one of {', '.join(FOOTER_MISMATCH_CHOICES)}, not {footer_mismatch!r}")
     files = expand_sources(sources)
     check_target(db_path)
     try:
         with exclusive_writer(db_path, on_wait=on_wait):
-            return _load_locked(db_path, files, batch_size=batch_size, progress=progress, on_file_done=on_file_done)
+            return _load_locked(db_path, files, batch_size=batch_size, progress=progress, on_file_done=on_file_done,
+                                footer_mismatch=footer_mismatch)
     except WriteLockError as ex:  # only the lock's own creation raises it
         raise LoadError(f"{db_path}: {ex.strerror}") from None
 
 
-def _load_locked(db_path: str, files: list[str], *, batch_size: int, progress, on_file_done) -> LoadReport:
+def _load_locked(db_path: str, files: list[str], *, batch_size: int, progress, on_file_done,
+                 footer_mismatch: str = "error") -> LoadReport:
     created = not os.path.exists(db_path)
     report = LoadReport()
     store = None
     try:
         store = open_store(db_path)
         for source in files:
-            file_report = load_file(store, source, batch_size=batch_size, progress=progress)
+            file_report = load_file(store, source, batch_size=batch_size, progress=progress,
+                                    footer_mismatch=footer_mismatch)
             report.files.append(file_report)
             if on_file_done:
                 on_file_done(file_report)

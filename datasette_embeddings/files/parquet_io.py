@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import RecordError
+from .footer import FileStats
 
 REQUIRED_COLUMNS = ("provider", "depiction_id", "subject_id", "model", "embeddings", "created", "attributes")
 STRING_COLUMNS = ("provider", "depiction_id", "subject_id", "model")
@@ -143,6 +144,14 @@ def _arrow_batches(pf: pq.ParquetFile, batch_size: int) -> Iterator[pa.RecordBat
         yield from pf.iter_batches(
             batch_size=rows_per_batch(pf, i, batch_size), row_groups=[i], columns=list(REQUIRED_COLUMNS)
         )
+
+
+def read_footer_keys(path: str) -> dict:
+    """The key/value metadata of a Parquet footer (bytes to bytes, as pyarrow gives them)."""
+    try:
+        return dict(pq.read_metadata(path).metadata or {})
+    except (pa.ArrowException, OSError) as ex:
+        raise RecordError(f"not a readable Parquet file ({ex})", source=path) from None
 
 
 def read_batches(path: str, *, batch_size: int = 4096) -> Iterator[RecordBatch]:
@@ -503,6 +512,9 @@ class ParquetRecordWriter:
     ``where`` is a path or a binary file object (an export writes into a file
     that has no name yet).  Records come either as dicts (:meth:`write`) or in the
     store's row form (:meth:`write_stored`); one writer takes one kind.
+
+    The footer gets go-embeddingsdb's summary keys (``embeddingsdb:models`` and
+    friends, see :mod:`.footer`), gathered column-wise from each row group written.
     """
 
     def __init__(self, where, *, row_group_size: int = 10_000, row_group_bytes: int = 32 << 20):
@@ -516,6 +528,7 @@ class ParquetRecordWriter:
         self._pending: list[dict] = []
         self._pending_stored: list[tuple] = []
         self.count = 0
+        self.stats = FileStats()
 
     def write(self, record: dict) -> None:
         self._pending.append(record)
@@ -531,17 +544,28 @@ class ParquetRecordWriter:
 
     def flush(self) -> None:
         if self._pending:
-            self._writer.write_table(to_arrow(self._pending))
+            self._write_table(to_arrow(self._pending))
             self.count += len(self._pending)
             self._pending = []
         if self._pending_stored:
-            self._writer.write_table(stored_rows_to_arrow(self._pending_stored))
+            self._write_table(stored_rows_to_arrow(self._pending_stored))
             self.count += len(self._pending_stored)
             self._pending_stored = []
             self._pending_bytes = 0
 
+    def _write_table(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+        # the (provider, model) pairs and each model's length, without a Python step per row
+        lengths = pc.list_value_length(table.column("embeddings"))
+        summary = pa.table({"provider": table.column("provider"), "model": table.column("model"), "dims": lengths})
+        grouped = summary.group_by(["provider", "model"], use_threads=False).aggregate([("dims", "min")])
+        for provider, model, dims in zip(*(grouped.column(c).to_pylist() for c in ("provider", "model", "dims_min"))):
+            self.stats.add(provider, model, dims, count=0)
+        self.stats.rows += table.num_rows
+
     def close(self) -> None:
         self.flush()
+        self._writer.add_key_value_metadata(self.stats.key_values())
         self._writer.close()
 
     def __enter__(self) -> "ParquetRecordWriter":
