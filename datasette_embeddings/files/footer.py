@@ -167,6 +167,8 @@ def _names(values: Iterable[str]) -> str:
 
 
 def _compare_sets(key: str, claimed: list[str], actual: Iterable[str], what: str) -> Disagreement | None:
+    # a name holding ';' cannot survive the joined value: compare the pieces, as a reader sees them
+    actual = list(dict.fromkeys(piece for name in actual for piece in split(name)))
     claimed_set, actual_set = set(claimed), set(actual)
     if claimed_set == actual_set:
         return None
