@@ -89,7 +89,18 @@ class _Progress:
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary")
 @click.option("--footer-mismatch", type=click.Choice(["error", "warn"]), default="error", show_default=True,
               help="When a file's embeddingsdb footer metadata contradicts its rows: refuse the file, or load it with a warning")
-def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool, footer_mismatch: str) -> None:
+@click.option("--layout", "layout_name", help="A preset column mapping for a known file layout: met-plain")
+@click.option("--map", "maps", multiple=True, metavar="FIELD=COLUMN",
+              help="Read a record field (provider, depiction_id, subject_id, model, embeddings, created, attributes) from COLUMN (repeatable)")
+@click.option("--provider", help="Provider of every record (for files without a provider column)")
+@click.option("--model", help="Model label of every record (for files without a model column)")
+@click.option("--attribute", "attributes", multiple=True, metavar="KEY=COLUMN",
+              help="Attribute KEY from COLUMN, or from a template such as 'https://example.org/{id}' (repeatable)")
+@click.option("--set-attribute", "set_attributes", multiple=True, metavar="KEY=TEXT",
+              help="Attribute KEY set to TEXT on every record (repeatable)")
+def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool, footer_mismatch: str,
+         layout_name: str | None, maps: tuple[str, ...], provider: str | None, model: str | None,
+         attributes: tuple[str, ...], set_attributes: tuple[str, ...]) -> None:
     """Load Parquet files, directories of them, or http(s) URLs into DB.
 
     Each file loads in one transaction. Records are keyed on
@@ -98,6 +109,14 @@ def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool, footer
 
         datasette-embeddings load collection.db embeddings/ https://example.org/more.parquet
     """
+    from .errors import RecordError
+    from .files import layouts
+
+    try:
+        layout = layouts.from_options(layout=layout_name, maps=maps, provider=provider, model=model,
+                                      attributes=attributes, set_attributes=set_attributes)
+    except RecordError as ex:
+        raise CommandError(str(ex))
     progress = _Progress(enabled=not quiet and sys.stderr.isatty())
 
     def file_done(report: loader.FileReport) -> None:
@@ -110,6 +129,8 @@ def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool, footer
                 f"{report.source}: {report.rows:,} rows in {report.seconds:.1f}s "
                 f"({c.inserted:,} new, {c.updated:,} replaced, {c.unchanged:,} unchanged, {c.stale:,} older than stored)"
                 + (f"; ignored columns: {', '.join(report.ignored_columns)}" if report.ignored_columns else "")
+                + (f"; {report.nonconforming:,} record(s) do not follow the OEmbeddings attribute rules (see validate)"
+                   if report.nonconforming else "")
             )
 
     def waiting(pid: str) -> None:
@@ -119,7 +140,7 @@ def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool, footer
 
     try:
         report = loader.load(db, sources, batch_size=batch_size, progress=progress, on_file_done=file_done, on_wait=waiting,
-                             footer_mismatch=footer_mismatch)
+                             footer_mismatch=footer_mismatch, layout=layout)
     except loader.LoadError as ex:
         progress.done()
         raise CommandError(str(ex))
@@ -192,6 +213,50 @@ def info(source: str, as_json: bool) -> None:
     echo("Providers:")
     for p in data["providers"]:
         echo(f"  {p['provider']}  {p['model']}  {p['count']:,}")
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON")
+@click.option("--examples", default=3, show_default=True, type=click.IntRange(0, 1000), help="Examples shown per problem")
+@click.option("--layout", "layout_name", help="Read a Parquet file in a preset layout (as load --layout)")
+def validate(source: str, as_json: bool, examples: int, layout_name: str | None) -> None:
+    """Check the attributes of a Parquet file, URL or database against the OEmbeddings rules.
+
+    Prints each problem with its count and a few example records; exits 1 when
+    any record breaks a rule, 0 when all conform.
+
+        datasette-embeddings validate sfomuseum.parquet
+        datasette-embeddings validate collection.db --json
+    """
+    from .errors import RecordError
+    from .files import file_info, layouts, validate as validate_module
+
+    if not file_info.is_url(source) and not os.path.exists(source):
+        raise click.BadParameter(f"File '{source}' does not exist.", param_hint="'SOURCE'")
+    try:
+        layout = layouts.from_options(layout=layout_name)
+        if file_info.kind_of(source) == "sqlite":
+            report = validate_module.validate_database(source, examples=examples)
+        else:
+            with loader.local_copy(source) as path:
+                report = validate_module.validate_file(path, layout=layout, examples=examples, source=source)
+    except RecordError as ex:
+        raise CommandError(str(ex))
+    except loader.LoadError as ex:
+        raise CommandError(str(ex))
+    data = report.as_dict()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        echo(f"{source}: {report.records:,} records, {report.nonconforming:,} not following the OEmbeddings attribute rules")
+        for name, problem in data["problems"].items():
+            echo(f"  {name}: {problem['count']:,}")
+            for ex in problem["examples"]:
+                where = f"row {ex['row']}" if "row" in ex else f"id {ex['id']}"
+                echo(f"      {where}  {ex['provider']}  {ex['depiction_id']}  {ex['model']}")
+    if report.nonconforming:
+        sys.exit(1)
 
 
 def _echo_parquet_info(data: dict) -> None:

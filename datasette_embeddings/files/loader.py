@@ -23,7 +23,8 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from . import footer
-from .parquet_io import RecordBatch, RecordError, read_batches, read_footer_keys
+from .layouts import Layout
+from .parquet_io import RecordBatch, RecordError, open_parquet, read_batches, read_footer_keys, resolve_layout
 from ..storage.connection import connect, sqlite3
 from ..storage import keyword_index
 from ..storage.store import Store, UpsertCounts, has_tables
@@ -46,6 +47,8 @@ class FileReport:
     seconds: float = 0.0
     #: footer keys the rows contradict, when loaded anyway (``footer_mismatch="warn"``)
     warnings: list[str] = field(default_factory=list)
+    #: records whose attributes break an OEmbeddings rule (loaded all the same; ``validate`` lists them)
+    nonconforming: int = 0
 
 
 @dataclass
@@ -394,8 +397,24 @@ def check_footer(path: str, source: str, report: FileReport, seen_dims: dict[str
     )
 
 
+def check_layout(files: Sequence[str], layout: Layout) -> None:
+    """Check a column mapping against every local file before anything is loaded.
+
+    A mapping is given once for the whole command, so a column missing from the
+    third file is a mistake in the command: refusing it up front leaves the
+    database untouched instead of half loaded.  (URLs are checked when read.)
+    """
+    for source in files:
+        if is_url(source):
+            continue
+        try:
+            resolve_layout(open_parquet(source, layout), layout, source)
+        except RecordError as ex:
+            raise LoadError(ex.describe()) from None
+
+
 def load_file(store: Store, source: str, *, batch_size: int = 4096, progress: ProgressCallback | None = None,
-              footer_mismatch: str = "error") -> FileReport:
+              footer_mismatch: str = "error", layout: Layout | None = None) -> FileReport:
     """Load one file in one transaction; on any error roll back and raise :class:`LoadError`."""
     report = FileReport(source=source)
     started = time.perf_counter()
@@ -409,7 +428,8 @@ def load_file(store: Store, source: str, *, batch_size: int = 4096, progress: Pr
 
             def prepared() -> Iterator[tuple[RecordBatch, dict[str, list]]]:
                 # runs in the reader thread: only it touches seen_dims and the per-model counts
-                for batch in read_batches(path, batch_size=batch_size):
+                for batch in read_batches(path, batch_size=batch_size, layout=layout):
+                    report.nonconforming += batch.nonconforming
                     yield batch, rows_by_model(batch, seen_dims, report.per_provider_model)
 
             for batch, groups in prefetched(prepared()):
@@ -458,6 +478,7 @@ def load(
     on_file_done: Callable[[FileReport], None] | None = None,
     on_wait: Callable[[str], None] | None = None,
     footer_mismatch: str = "error",
+    layout: Layout | None = None,
 ) -> LoadReport:
     """Load every source in order; stop at the first failing file (earlier ones stay loaded).
 
@@ -468,17 +489,19 @@ def load(
     if footer_mismatch not in FOOTER_MISMATCH_CHOICES:
         raise LoadError(f"footer_mismatch must be one of {', '.join(FOOTER_MISMATCH_CHOICES)}, not {footer_mismatch!r}")
     files = expand_sources(sources)
+    if layout is not None and not layout.is_identity:
+        check_layout(files, layout)
     check_target(db_path)
     try:
         with exclusive_writer(db_path, on_wait=on_wait):
             return _load_locked(db_path, files, batch_size=batch_size, progress=progress, on_file_done=on_file_done,
-                                footer_mismatch=footer_mismatch)
+                                footer_mismatch=footer_mismatch, layout=layout)
     except WriteLockError as ex:  # only the lock's own creation raises it
         raise LoadError(f"{db_path}: {ex.strerror}") from None
 
 
 def _load_locked(db_path: str, files: list[str], *, batch_size: int, progress, on_file_done,
-                 footer_mismatch: str = "error") -> LoadReport:
+                 footer_mismatch: str = "error", layout: Layout | None = None) -> LoadReport:
     created = not os.path.exists(db_path)
     report = LoadReport()
     store = None
@@ -486,7 +509,7 @@ def _load_locked(db_path: str, files: list[str], *, batch_size: int, progress, o
         store = open_store(db_path)
         for source in files:
             file_report = load_file(store, source, batch_size=batch_size, progress=progress,
-                                    footer_mismatch=footer_mismatch)
+                                    footer_mismatch=footer_mismatch, layout=layout)
             report.files.append(file_report)
             if on_file_done:
                 on_file_done(file_report)

@@ -21,7 +21,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import RecordError
+from . import oembeddings
 from .footer import FileStats
+from .layouts import Layout, ResolvedLayout
 
 REQUIRED_COLUMNS = ("provider", "depiction_id", "subject_id", "model", "embeddings", "created", "attributes")
 STRING_COLUMNS = ("provider", "depiction_id", "subject_id", "model")
@@ -64,6 +66,13 @@ class RecordBatch:
     vectors: list[bytes]
     dimensions: np.ndarray  # int64, one per row
     ignored_columns: list[str] = field(default_factory=list)
+    #: per OEmbeddings problem (:mod:`.oembeddings`), which rows have it; rows are loaded anyway
+    attribute_problems: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def nonconforming(self) -> int:
+        """Rows whose attributes break at least one OEmbeddings rule."""
+        return int(oembeddings.nonconforming(self.attribute_problems, len(self)).sum())
 
     def __len__(self) -> int:
         return len(self.provider)
@@ -79,8 +88,12 @@ class RecordBatch:
 
 # ---------------------------------------------------------------- reading
 
-def open_parquet(path: str) -> pq.ParquetFile:
-    """Open a Parquet file, turning pyarrow's many failure modes into one clear error."""
+def open_parquet(path: str, layout: Layout | None = None) -> pq.ParquetFile:
+    """Open a Parquet file, turning pyarrow's many failure modes into one clear error.
+
+    With a ``layout`` (another file layout, :mod:`.layouts`) the shared columns
+    are not required; :func:`resolve_layout` checks the layout's columns instead.
+    """
     try:
         # pre_buffer keeps every row group read so far in memory until the file is
         # closed (RSS grew by the whole file: 2.3 GB for 1M x 512); off, it stays flat
@@ -89,6 +102,8 @@ def open_parquet(path: str) -> pq.ParquetFile:
         raise RecordError("file not found", source=path) from None
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as ex:
         raise RecordError(f"not a readable Parquet file ({ex})", source=path) from None
+    if layout is not None and not layout.is_identity:
+        return pf
     counted = Counter(pf.schema_arrow.names)
     repeated = [c for c in REQUIRED_COLUMNS if counted[c] > 1]
     if repeated:
@@ -120,7 +135,8 @@ BATCH_BYTES = 16 << 20
 READ_BUFFER_BYTES = 1 << 20
 
 
-def rows_per_batch(pf: pq.ParquetFile, row_group: int, batch_size: int, batch_bytes: int = BATCH_BYTES) -> int:
+def rows_per_batch(pf: pq.ParquetFile, row_group: int, batch_size: int, batch_bytes: int = BATCH_BYTES,
+                   columns: Sequence[str] = REQUIRED_COLUMNS) -> int:
     """How many rows of ``row_group`` to read at a time: ``batch_size``, fewer for heavy rows.
 
     The row group's own metadata gives its rows' average uncompressed size in the
@@ -129,7 +145,7 @@ def rows_per_batch(pf: pq.ParquetFile, row_group: int, batch_size: int, batch_by
     meta = pf.metadata.row_group(row_group)
     if meta.num_rows == 0:
         return batch_size
-    wanted = set(REQUIRED_COLUMNS)
+    wanted = set(columns)
     size = 0
     for i in range(meta.num_columns):
         column = meta.column(i)
@@ -139,10 +155,10 @@ def rows_per_batch(pf: pq.ParquetFile, row_group: int, batch_size: int, batch_by
     return max(1, min(batch_size, int(batch_bytes // per_row)))
 
 
-def _arrow_batches(pf: pq.ParquetFile, batch_size: int) -> Iterator[pa.RecordBatch]:
+def _arrow_batches(pf: pq.ParquetFile, batch_size: int, columns: Sequence[str] = REQUIRED_COLUMNS) -> Iterator[pa.RecordBatch]:
     for i in range(pf.metadata.num_row_groups):
         yield from pf.iter_batches(
-            batch_size=rows_per_batch(pf, i, batch_size), row_groups=[i], columns=list(REQUIRED_COLUMNS)
+            batch_size=rows_per_batch(pf, i, batch_size, columns=columns), row_groups=[i], columns=list(columns)
         )
 
 
@@ -154,13 +170,35 @@ def read_footer_keys(path: str) -> dict:
         raise RecordError(f"not a readable Parquet file ({ex})", source=path) from None
 
 
-def read_batches(path: str, *, batch_size: int = 4096) -> Iterator[RecordBatch]:
+def resolve_layout(pf: pq.ParquetFile, layout: Layout, path: str) -> ResolvedLayout:
+    """Check a layout against the file: every named column present, each of a usable type."""
+    schema = pf.schema_arrow
+    counted = Counter(schema.names)
+    resolved = layout.resolve(schema, source=path)
+    for column in resolved.read_columns:
+        if counted[column] > 1:
+            raise RecordError(f"duplicate column name: {column} ({counted[column]} columns)", source=path)
+    for fld, column in resolved.origin.items():
+        if column is not None:
+            try:
+                _check_column_type(fld, schema.field(column).type, path)
+            except RecordError as ex:
+                raise RecordError(ex.message + f" (for {fld})", source=path, field=column) from None
+    return resolved
+
+
+def read_batches(path: str, *, batch_size: int = 4096, layout: Layout | None = None) -> Iterator[RecordBatch]:
     """Stream validated batches of at most ``batch_size`` rows and, roughly, :data:`BATCH_BYTES`."""
-    pf = open_parquet(path)
-    extra = list(dict.fromkeys(n for n in pf.schema_arrow.names if n not in REQUIRED_COLUMNS))
+    pf = open_parquet(path, layout)
+    resolved = None if layout is None or layout.is_identity else resolve_layout(pf, layout, path)
+    if resolved is None:
+        columns = list(REQUIRED_COLUMNS)
+        extra = list(dict.fromkeys(n for n in pf.schema_arrow.names if n not in REQUIRED_COLUMNS))
+    else:
+        columns, extra = resolved.read_columns, resolved.ignored_columns
     row = 0
     try:
-        iterator = _arrow_batches(pf, batch_size)
+        iterator = _arrow_batches(pf, batch_size, columns)
         while True:
             try:
                 batch = next(iterator)
@@ -168,7 +206,18 @@ def read_batches(path: str, *, batch_size: int = 4096) -> Iterator[RecordBatch]:
                 break
             except (pa.ArrowException, OSError) as ex:
                 raise RecordError(f"could not read data after row {row} (truncated or corrupt file?): {ex}", source=path) from None
-            converted = convert_batch(batch, first_row=row)
+            if resolved is not None:
+                try:
+                    batch = resolved.transform(batch, first_row=row)
+                    converted = convert_batch(batch, first_row=row)
+                except RecordError as ex:
+                    # name the user's column, not our field
+                    column = resolved.origin.get(ex.field or "")
+                    if column and column != ex.field:
+                        raise RecordError(f"{ex.message} (read as {ex.field})", source=ex.source, row=ex.row, field=column) from None
+                    raise
+            else:
+                converted = convert_batch(batch, first_row=row)
             converted.ignored_columns = extra
             row += len(converted)
             yield converted
@@ -438,6 +487,10 @@ def convert_batch(batch: pa.RecordBatch, *, first_row: int = 0) -> RecordBatch:
     # a depiction without a subject is its own subject
     subject_id = [s if s else d for s, d in zip(subject_raw, depiction_id)]
     vectors, dimensions = _embeddings(col["embeddings"], first_row)
+    attributes = _attributes(col["attributes"], first_row)
+    problems = oembeddings.problem_masks(col["attributes"])
+    if problems is None:  # other attribute layouts: checked from the stored JSON
+        problems = oembeddings.problem_masks_from_dicts(json.loads(text) for text in attributes)
     return RecordBatch(
         first_row=first_row,
         provider=provider,
@@ -445,9 +498,10 @@ def convert_batch(batch: pa.RecordBatch, *, first_row: int = 0) -> RecordBatch:
         subject_id=subject_id,
         model=model,
         created=_created(col["created"], first_row),
-        attributes_json=_attributes(col["attributes"], first_row),
+        attributes_json=attributes,
         vectors=vectors,
         dimensions=dimensions,
+        attribute_problems=problems,
     )
 
 

@@ -105,6 +105,8 @@ def card(record: dict, similarity: float | None = None, record_url: str | None =
         "preview_url": preview_url,
         "depiction_url": safe_http_url(attrs.get("depiction_url")),
         "subject_url": safe_http_url(attrs.get("subject_url")),
+        # a subject URI that is not a web link (x-sfomuseum:object:...): shown as text, never linked
+        "subject_uri": None if safe_http_url(attrs.get("subject_url")) else _text(attrs.get("subject_url")),
         "creditline": _text(attrs.get("subject_creditline")),
         "similarity": None if similarity is None else round(float(similarity), 4),
     }
