@@ -495,15 +495,26 @@ def compare(db: str, model_a: str, model_b: str, k: int, as_json: bool) -> None:
 @click.option("--sentences", is_flag=True, help="Split texts into sentences, one record each (depiction_id#s1, #s2...)")
 @click.option("--strict", is_flag=True, help="Abort on the first unreadable image instead of skipping it")
 @click.option("--created", type=int, help="Unix seconds for 'created' (default: now)")
+@click.option("--cache", type=click.Path(file_okay=False), help="Folder keeping downloaded images, so an interrupted harvest resumes")
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 32), help="Downloads at a time")
+@click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 10), help="Retries of a download that failed in passing (connection, 5xx, 429)")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600), help="Seconds a download may wait for the server (4x for the whole transfer)")
+@click.option("--max-image-bytes", default=50 * 1024 * 1024, show_default=True, type=click.IntRange(1), help="Largest image downloaded")
+@click.option("--iiif-size", default=512, show_default=True, type=click.IntRange(1, 10000), help="Longest side of the rendition asked of IIIF image services")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary")
 def embed(source: str, output: str, model_id: str, label: str | None, provider: str | None, batch_size: int,
-          sentences: bool, strict: bool, created: int | None, quiet: bool) -> None:
+          sentences: bool, strict: bool, created: int | None, cache: str | None, concurrency: int, retries: int,
+          timeout: float, max_image_bytes: int, iiif_size: int, quiet: bool) -> None:
     """Embed a folder of images, or a CSV/JSONL manifest, into shared-format Parquet.
+
+    Manifest images may be paths, http(s) URLs or IIIF image services (a sized
+    rendition is fetched). Exits 1 when nothing could be embedded.
 
         datasette-embeddings embed photos/ --provider my-museum -o photos.parquet
         datasette-embeddings embed texts.csv --model minilm-l6-v2-local --sentences -o texts.parquet
     """
     from .files import harvest as embed_module
+    from .files.downloads import FetchSettings
 
     progress = _Progress(enabled=not quiet and sys.stderr.isatty(), unit="items")
 
@@ -515,6 +526,9 @@ def embed(source: str, output: str, model_id: str, label: str | None, provider: 
         report = embed_module.embed_to_parquet(
             source, output, model_id=model_id, provider=provider, label=label, batch_size=batch_size,
             sentences=sentences, strict=strict, created=created, on_skip=skipped, progress=progress,
+            fetch=FetchSettings(max_bytes=max_image_bytes, timeout=timeout, retries=retries,
+                                concurrency=concurrency, cache=cache),
+            iiif_size=iiif_size,
         )
     except embed_module.EmbedError as ex:
         progress.done()
@@ -523,7 +537,9 @@ def embed(source: str, output: str, model_id: str, label: str | None, provider: 
     if not quiet:
         echo(
             f"Wrote {report.written:,} records (model {report.label}) to {output}"
-            + (f"; skipped {len(report.skipped):,} unreadable image(s)" if report.skipped else ""),
+            + (f"; skipped {len(report.skipped):,} unreadable image(s)" if report.skipped else "")
+            + (f"; {report.downloaded:,} image(s) downloaded" if report.downloaded else "")
+            + (f"; {report.cached:,} image(s) from the cache" if report.cached else ""),
             err=True,
         )
 

@@ -30,6 +30,8 @@ class Response:
 class ServerLog:
     requests: list = field(default_factory=list)  # (method, path, range header or None)
     body_bytes: int = 0
+    inflight: int = 0
+    max_inflight: int = 0  # most requests being answered at once
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, path_prefix: str = "") -> int:
@@ -43,10 +45,21 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_HEAD(self) -> None:
-        self._answer(head=True)
+        self._counted(head=True)
 
     def do_GET(self) -> None:
-        self._answer(head=False)
+        self._counted(head=False)
+
+    def _counted(self, head: bool) -> None:
+        log = self.server.log
+        with log.lock:
+            log.inflight += 1
+            log.max_inflight = max(log.max_inflight, log.inflight)
+        try:
+            self._answer(head)
+        finally:
+            with log.lock:
+                log.inflight -= 1
 
     def _answer(self, head: bool) -> None:
         server = self.server

@@ -7,6 +7,12 @@ or a text (``text``), and any OEmbeddings attributes (``subject_title``,
 ``provider_name``, ``provider_url``).  Each item is embedded with an llm
 embedding model and written as one record of the shared format; texts and images
 are batched separately (sentence-transformers refuses mixed batches).
+
+An image may also be an http(s) URL, including a IIIF Image API URL, or a IIIF
+image service given in an ``iiif`` column: those are fetched by
+:mod:`.downloads` (a sized rendition for IIIF; bounded, retried, a few at a
+time, optionally cached so an interrupted harvest resumes), and the URL fetched
+becomes the record's ``preview`` unless the manifest gives one.
 """
 from __future__ import annotations
 
@@ -15,12 +21,15 @@ import json
 import os
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..embedding import runtime as models
 from ..config import EmbeddingConfig
 from ..errors import EmbeddingError
+from . import downloads
+from .downloads import Fetcher, FetchSettings
 from .parquet_io import ParquetRecordWriter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
@@ -30,6 +39,7 @@ OEMBEDDINGS_KEYS = (
 )
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "local_file")
 TEXT_COLUMNS = ("text", "description")
+IIIF_COLUMNS = ("iiif", "iiif_service", "iiif_image")
 #: offline embedding reads a museum's own masters: far larger than a web upload may be
 OFFLINE_LIMITS = EmbeddingConfig(max_upload_bytes=512 * 1024 * 1024, max_image_pixels=150_000_000)
 # words after which a full stop does not end a sentence
@@ -52,6 +62,9 @@ class Item:
     attributes: dict = field(default_factory=dict)
     created: int | None = None
     where: str = ""  # "file.csv row 3" or a path, for messages
+    remote: bool = False  # ``content`` is a URL to fetch
+    data: bytes | None = None  # the fetched image, until it is embedded
+    error: str | None = None  # why the fetch failed
 
 
 @dataclass
@@ -59,6 +72,8 @@ class EmbedReport:
     written: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason naming it)
     label: str = ""
+    downloaded: int = 0  # images fetched over the network
+    cached: int = 0  # images read from the --cache folder
 
 
 # ---------------------------------------------------------------- reading inputs
@@ -97,27 +112,45 @@ def _text(value) -> str:
     return "" if value is None else str(value).strip()
 
 
-def items_from_manifest(path: str, provider: str | None = None) -> Iterator[Item]:
-    """Rows of a CSV or JSONL manifest; image paths are relative to the manifest's folder."""
+def items_from_manifest(path: str, provider: str | None = None, *, iiif_size: int = downloads.DEFAULT_IIIF_SIZE) -> Iterator[Item]:
+    """Rows of a CSV or JSONL manifest; image paths are relative to the manifest's folder, or URLs."""
     base = os.path.dirname(os.path.abspath(path))
     unit = "line" if path.lower().endswith((".jsonl", ".ndjson", ".json")) else "row"
     for number, row in _manifest_rows(path):
         where = f"{path} {unit} {number}"
         image = next((_text(row[c]) for c in IMAGE_COLUMNS if _text(row.get(c))), "")
         text = next((_text(row[c]) for c in TEXT_COLUMNS if _text(row.get(c))), "")
+        iiif = next((_text(row[c]) for c in IIIF_COLUMNS if _text(row.get(c))), "")
+        url = ""
+        if image and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", image):
+            if not downloads.is_url(image):
+                raise EmbedError(f"{where}: image URL {image!r} is not http(s)")
+            url = downloads.iiif_sized(image, iiif_size) or image
+        elif not image and iiif:
+            if not downloads.is_url(iiif):
+                raise EmbedError(f"{where}: IIIF image service {iiif!r} is not an http(s) URL")
+            url = downloads.iiif_service_url(iiif, iiif_size)
+            image = iiif
         if not image and not text:
-            raise EmbedError(f"{where}: needs an image path ({', '.join(IMAGE_COLUMNS)}) or a text ({', '.join(TEXT_COLUMNS)})")
+            raise EmbedError(
+                f"{where}: needs an image path or URL ({', '.join(IMAGE_COLUMNS)}), a IIIF image service "
+                f"({', '.join(IIIF_COLUMNS)}) or a text ({', '.join(TEXT_COLUMNS)})")
         row_provider = _text(row.get("provider")) or provider
         if not row_provider:
             raise EmbedError(f"{where}: field 'provider' is empty and no --provider was given")
-        depiction_id = _text(row.get("depiction_id")) or (
-            os.path.splitext(os.path.basename(image))[0] if image else _text(row.get("subject_id"))
-        )
+        if url:
+            default_id = downloads.iiif_identifier(url) or os.path.splitext(
+                os.path.basename(urllib.parse.urlparse(url).path.rstrip("/")))[0]
+        else:
+            default_id = os.path.splitext(os.path.basename(image))[0] if image else _text(row.get("subject_id"))
+        depiction_id = _text(row.get("depiction_id")) or default_id
         if not depiction_id:
             raise EmbedError(f"{where}: field 'depiction_id' is empty")
         attributes = {k: _text(row.get(k)) for k in OEMBEDDINGS_KEYS if _text(row.get(k))}
         if "subject_title" not in attributes and _text(row.get("title")):
             attributes["subject_title"] = _text(row.get("title"))
+        if url and "preview" not in attributes:
+            attributes["preview"] = url
         created = _text(row.get("created"))
         if created and not created.isdigit():
             raise EmbedError(f"{where}: field 'created' must be Unix seconds, got {created!r}")
@@ -126,10 +159,11 @@ def items_from_manifest(path: str, provider: str | None = None) -> Iterator[Item
             depiction_id=depiction_id,
             subject_id=_text(row.get("subject_id")) or depiction_id,
             kind="image" if image else "text",
-            content=os.path.join(base, image) if image else text,
+            content=url or (os.path.join(base, image) if image else text),
             attributes=attributes,
             created=int(created) if created else None,
             where=where,
+            remote=bool(url),
         )
 
 
@@ -221,8 +255,13 @@ def embed_items(
             if not model.supports_binary:
                 raise EmbedError(f"{item.where}: model '{model_id}' cannot embed images (it embeds text only)")
             try:
-                with open(item.content, "rb") as fp:
-                    data = fp.read(OFFLINE_LIMITS.max_upload_bytes + 1)
+                if item.error:
+                    raise EmbeddingError(item.error)
+                if item.data is not None:
+                    data, item.data = item.data, None
+                else:
+                    with open(item.content, "rb") as fp:
+                        data = fp.read(OFFLINE_LIMITS.max_upload_bytes + 1)
                 content: str | bytes = models.prepare_image(data, OFFLINE_LIMITS, name=item.content)
             except (OSError, EmbeddingError) as ex:
                 reason = f"{item.content}: {ex.strerror or ex}" if isinstance(ex, OSError) else str(ex)
@@ -256,20 +295,36 @@ def embed_to_parquet(
     created: int | None = None,
     on_skip: Callable[[str, str], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    fetch: FetchSettings | None = None,
+    iiif_size: int = downloads.DEFAULT_IIIF_SIZE,
 ) -> EmbedReport:
-    """Embed a folder or manifest into ``output``; on failure no partial file is left."""
+    """Embed a folder or manifest into ``output``; on failure, or when nothing was embedded, no file is left.
+
+    Remote images are fetched under ``fetch`` (:class:`~.downloads.FetchSettings`):
+    a few at a time, ahead of the model, in manifest order.
+    """
     if os.path.isdir(source):
         if not provider:
             raise EmbedError(f"{source}: a folder of images needs --provider")
         items: Iterable[Item] = items_from_folder(source, provider)
     elif os.path.isfile(source):
-        items = items_from_manifest(source, provider)
+        items = items_from_manifest(source, provider, iiif_size=iiif_size)
     else:
         raise EmbedError(f"{source}: no such file or folder")
     if sentences:
         items = with_sentences(items)
     if batch_size < 1:
         raise EmbedError("--batch-size must be at least 1")
+    if iiif_size < 1:
+        raise EmbedError("--iiif-size must be at least 1")
+    fetcher = Fetcher(fetch or FetchSettings())
+
+    def with_downloads(items: Iterable[Item]) -> Iterator[Item]:
+        for item, data, error in downloads.fetch_in_order(items, lambda it: it.content if it.remote else None, fetcher):
+            item.data, item.error = data, error
+            yield item
+
+    items = with_downloads(items)
     report = EmbedReport()
     try:
         with ParquetRecordWriter(output) as writer:
@@ -279,6 +334,10 @@ def embed_to_parquet(
             ):
                 writer.write(record)
         report.written = writer.count
+        report.downloaded, report.cached = fetcher.downloaded, fetcher.cache_hits
+        if report.written == 0:
+            skipped = f"; {len(report.skipped):,} image(s) skipped" if report.skipped else ""
+            raise EmbedError(f"{source}: nothing was embedded{skipped}, so no file was written")
     except (EmbedError, EmbeddingError) as ex:
         _remove(output)
         raise EmbedError(str(ex)) from None
