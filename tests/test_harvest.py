@@ -254,3 +254,21 @@ def test_a_non_http_image_url_is_refused(tmp_path):
     manifest = write_manifest(tmp_path / "m.csv", [{"provider": "p", "image": "ftp://example.org/a.jpg"}])
     result = run("embed", manifest, "-o", tmp_path / "o.parquet")
     assert result.exit_code == 1 and "is not http(s)" in result.output
+
+
+def test_the_harvest_file_carries_the_go_embeddingsdb_footer(tmp_path, images):
+    from datasette_embeddings.files import footer
+
+    with serve(routes_for(images, [])) as (base, _log):
+        manifest = write_manifest(tmp_path / "m.csv", [
+            {"provider": "rijks", "image": f"{base}/img/RP-P-1906-1485.jpg"},
+            {"provider": "met", "image": f"{base}/img/DP159891.jpg"},
+        ])
+        out = tmp_path / "o.parquet"
+        assert run("embed", manifest, "-o", out).exit_code == 0
+    kv = footer.embeddingsdb_keys(pq.read_metadata(str(out)).metadata)
+    dims = len(read_records(out)[0]["embeddings"])
+    assert kv["embeddingsdb:models"] == "colour-layout-v1"
+    assert set(kv["embeddingsdb:providers"].split(";")) == {"rijks", "met"}
+    assert kv["embeddingsdb:model:colour-layout-v1:dimensions"] == str(dims)
+    assert kv["embeddingsdb:provider:met:models"] == "colour-layout-v1"
