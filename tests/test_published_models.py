@@ -144,6 +144,14 @@ def test_a_missing_checkpoint_offline_is_a_clear_error_naming_it():
     assert "hf download" in message and "MB" in message
 
 
+def test_availability_is_known_without_loading(staged):
+    """Pages ask before offering search: a checkpoint missing offline, or MobileCLIP-S0, is not available."""
+    assert runtime.is_available(tiny_models.NAFLEX)
+    assert not runtime.is_available("google/siglip2-so400m-patch16-naflex")  # not in the cache
+    assert not runtime.is_available("apple/mobileclip_s0")
+    assert runtime.get_model("google/siglip2-so400m-patch16-naflex")._loaded is None
+
+
 def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, monkeypatch, staged):
     hf_home = tmp_path / "hf"
     snapshot = tiny_models.stage(tiny_models.DINOV2, str(hf_home))

@@ -35,6 +35,30 @@ def is_cached(repo: str, filename: str) -> bool:
     return isinstance(try_to_load_from_cache(repo, filename), str)
 
 
+def packages_found(*names: str) -> bool:
+    """Whether these packages are installed, found without importing them (torch is slow to import)."""
+    import importlib.util
+
+    for name in names:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return False
+        except (ImportError, ValueError):  # a module set to None in sys.modules counts as missing
+            return False
+    return True
+
+
+def available(spec: ModelSpec, packages: tuple[str, ...], filenames: tuple[str, ...]) -> bool:
+    """Whether ``spec`` can embed here now: runnable, its packages installed, and (offline) its weights cached.
+
+    Pages ask this before offering search by meaning, so a missing checkpoint on an
+    offline server is said up front rather than on the first query.
+    """
+    if spec.unavailable or not packages_found(*packages):
+        return False
+    return not offline() or any(is_cached(spec.checkpoint, f) for f in filenames)
+
+
 def require(spec: ModelSpec, *filenames: str) -> None:
     """Refuse, naming the checkpoint, when none of ``filenames`` is cached and downloads are off."""
     from ..runtime import EmbeddingError

@@ -39,6 +39,10 @@ class OpenClipModel(llm.EmbeddingModel):
         self._loaded = None
         self._load_lock = threading.Lock()
 
+    def is_available(self) -> bool:
+        packages = ("torch", "torchvision", "timm", "open_clip")
+        return self._loaded is not None or checkpoints.available(self.spec, packages, OPEN_CLIP_WEIGHTS)
+
     def _load(self):
         if self._loaded is not None:
             return self._loaded

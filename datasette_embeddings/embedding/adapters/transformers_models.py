@@ -44,6 +44,10 @@ class TransformersModel(llm.EmbeddingModel):
         self._loaded = None
         self._load_lock = threading.Lock()
 
+    def is_available(self) -> bool:
+        packages = ("torch", "transformers")
+        return self._loaded is not None or checkpoints.available(self.spec, packages, ("config.json",))
+
     # ---------------------------------------------------------------- loading
 
     def _load(self):
