@@ -230,3 +230,15 @@ def test_links_show_where_each_score_falls(ds):
     for link in data["links"]:
         assert link["percentile"] is not None and link["percentile_text"].startswith("higher than ")
     assert "of pairs under this model" in fetch(ds, "/planted/-/links?model=m-16&from=met&k=2").text
+
+
+def test_gallery_and_overview_link_to_maps_clusters_and_compare(ds):
+    assert 'href="/planted/-/map?model=m-16">Map</a>' in fetch(ds, "/planted/-/gallery").text
+    overview = fetch(ds, "/-/embeddings")
+    assert 'href="/planted/-/map?model=m-16">map</a>' in overview.text
+    assert 'href="/planted/-/clusters?model=m-16">clusters</a>' in overview.text
+    assert "not mapped" in overview.text  # unmapped-4
+    assert 'action="/-/embeddings/compare"' in overview.text
+    data = fetch(ds, "/-/embeddings.json").json()
+    (db,) = data["databases"]
+    assert {m["label"]: m.get("map_url") for m in db["models"]} == {"m-16": "/planted/-/map?model=m-16", "unmapped-4": None}

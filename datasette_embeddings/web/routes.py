@@ -132,6 +132,10 @@ async def gallery_view(datasette, request) -> dict:
     data["database"] = db.name
     data["search_url"] = datasette.urls.database(db.name) + "/-/search"
     data["table_url"] = datasette.urls.table(db.name, "records")
+    mapped = await db.execute_fn(map_page.mapped_models)
+    if mapped:
+        chosen = flt.model if flt.model in mapped else mapped[0]
+        data["map_url"] = _url(datasette.urls.database(db.name) + "/-/map", [("model", chosen)])
     return data
 
 
@@ -298,11 +302,16 @@ async def overview_view(datasette, request) -> dict:
         if not await db.execute_fn(overview.has_embeddings_tables):
             continue
         info = await db.execute_fn(lambda conn: overview.database_overview(conn, name))
+        mapped = set(await db.execute_fn(map_page.mapped_models))
+        base = datasette.urls.database(name)
         for model in info["models"]:
             model["query_model"] = await asyncio.to_thread(
                 resolver.query_model_id, config, model["label"], stored=True, stored_llm_id=model["llm_model_id"]
             )
-        base = datasette.urls.database(name)
+            if model["label"] in mapped:
+                model["map_url"] = _url(base + "/-/map", [("model", model["label"])])
+                model["clusters_url"] = _url(base + "/-/clusters", [("model", model["label"])])
+        info["compare_url"] = datasette.urls.path("/-/embeddings/compare")
         databases.append({"name": name, "gallery_url": base + "/-/gallery", "search_url": base + "/-/search", **info})
     return {"databases": databases}
 
