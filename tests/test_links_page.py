@@ -174,3 +174,50 @@ def test_a_load_makes_stored_links_stale_and_the_page_says_so(tmp_path):
     assert ids  # computed afresh, not the stored rows
     html = fetch(Datasette([str(path)]), "/stale/-/links").text
     assert "emb-stale" in html and "are stale" in html
+
+
+# ---------------------------------------------------------------- the cross_provider_links canned query
+def canned_rows(ds, db: str, **params) -> list[dict]:
+    from urllib.parse import urlencode
+
+    response = fetch(ds, f"/{db}/cross_provider_links.json?" + urlencode({**params, "_shape": "objects"}))
+    assert response.status_code == 200, response.text
+    return response.json()["rows"]
+
+
+def test_canned_links_read_the_current_table_and_compute_when_it_is_stale(tmp_path):
+    write_parquet(tmp_path / "a.parquet", make_records(n=8, providers=("met", "rijks"), models={"m-8": 8}))
+    path = tmp_path / "canned.db"
+    loader.load(str(path), [str(tmp_path / "a.parquet")])
+    params = dict(model="m-8", provider_a="met", provider_b="rijks", threshold="-1")
+    computed = canned_rows(Datasette([str(path)]), "canned", **params)  # no run yet: embeddings_links()
+    met_ids, a = unit_vectors(path, "met")
+    rijks_ids, b = unit_vectors(path, "rijks")
+    best = {met_ids[i]: (rijks_ids[int(np.argmax(row))], float(row.max())) for i, row in enumerate(a @ b.T)}
+    assert {r["id"]: r["match_id"] for r in computed} == {k: v[0] for k, v in best.items()}
+    assert [r["similarity"] for r in computed] == sorted((round(v[1], 4) for v in best.values()), reverse=True)
+
+    assert CliRunner().invoke(cli, ["links", str(path), "--from", "met", "--to", "rijks", "--threshold", "-1", "-q"]).exit_code == 0
+    conn = sqlite3.connect(str(path))
+    conn.execute("update links set similarity = 0.999 where rank = 1 and source_key = 'met-d3'")  # a marker only the table has
+    conn.commit()
+    conn.close()
+    from_table = canned_rows(Datasette([str(path)]), "canned", **params)
+    assert from_table[0]["depiction_id"] == "met-d3" and from_table[0]["similarity"] == 0.999
+    assert {r["id"]: r["match_id"] for r in from_table} == {k: v[0] for k, v in best.items()}
+
+    write_parquet(tmp_path / "b.parquet", make_records(n=1, providers=("bk",), models={"m-8": 8}, seed=4))
+    loader.load(str(path), [str(tmp_path / "b.parquet")])  # a load: the run is stale, the marker must go
+    again = canned_rows(Datasette([str(path)]), "canned", **params)
+    assert 0.999 not in [r["similarity"] for r in again]
+    assert {r["id"]: r["match_id"] for r in again} == {k: v[0] for k, v in best.items()}
+
+
+def test_canned_links_past_the_row_cap_point_to_the_links_page(linked_db):
+    ds = Datasette([str(linked_db)], settings={"max_returned_rows": 100})
+    html = fetch(ds, "/linked/cross_provider_links?model=m-8&provider_a=met&provider_b=rijks&threshold=-1").text
+    assert "Not every link fits here: see every link on the links page" in html
+    assert "/linked/-/links?model=m-8&amp;from=met&amp;to=rijks&amp;level=depiction&amp;min=-1" in html
+    # and the links page does walk all of them: rank 1 of every met record is there
+    links, _ = walk_json(ds, "&model=m-8&from=met&to=rijks&level=depiction&min=-1", size=1000)
+    assert len({l["source_id"] for l in links if l["rank"] == 1}) == N

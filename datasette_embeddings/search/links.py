@@ -42,9 +42,11 @@ stale: pages then say so (and compute on the fly) instead of serving old rows.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -608,3 +610,103 @@ def write_runs(conn, runs: Sequence[Run]) -> None:
     except BaseException:
         conn.execute("rollback")
         raise
+
+
+# ------------------------------------------------------------------ on the fly (pages, SQL)
+class _Recent:
+    """A few recent on-the-fly results, keyed by everything they depend on (data version included)."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.lock = threading.Lock()
+        self.items: OrderedDict[tuple, Any] = OrderedDict()
+
+    def get(self, key: tuple):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+            return None
+
+    def put(self, key: tuple, value) -> None:
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+_recent = _Recent()
+
+
+@dataclass
+class OnTheFly:
+    """Links computed for a request: rows in LINK_COLUMNS order, and how many sources were used."""
+
+    model: str
+    source: str
+    targets: list[str]
+    level: str
+    k: int
+    rows: list[tuple]
+    sources_used: int
+    sources_total: int
+
+
+def on_the_fly(
+    conn, model: ModelInfo, source: str, targets: Sequence[str], *, level: str = "depiction", k: int = 5,
+    comparisons: Sequence[str] = (), max_sources: int = 10_000, threshold: float = -1.0,
+) -> OnTheFly:
+    """Links of the first ``max_sources`` records of ``source``, computed now with the blocked code.
+
+    Uses the model's cached in-memory index when the server holds one.  The result is kept
+    (a few, least recently used dropped) per database, data version and request, so paging
+    through it or asking the same SQL again does not recompute.
+    """
+    version = stored_version(conn, model.label)
+    key = (fast_index.database_path(conn), model.label, level, source, tuple(targets), k, tuple(comparisons),
+           version, max_sources, threshold)
+    hit = _recent.get(key) if key[0] else None
+    if hit is not None:
+        return hit
+    index = fast_index.index_for(conn, model)
+    if index is None:
+        index = fast_index.build(conn, model, data_version(conn, model.label))
+    total = conn.execute("select count(*) from records where model = ? and provider = ?", [model.label, source]).fetchone()[0]
+    source_side = _side(conn, index, model, source, limit=max_sources)
+    rows: list[tuple] = []
+    for target in targets:
+        run = compute_run(index, source_side, _side(conn, index, model, target), model=model.label, level=level,
+                          k=k, threshold=threshold, comparisons=comparisons, version=version)
+        rows.extend(run.rows)
+    result = OnTheFly(model.label, source, list(targets), level, k, rows, len(source_side.ids), total)
+    if key[0]:
+        _recent.put(key, result)
+    return result
+
+
+def links_json(store: Store, model_label, source, target, k=1, threshold=-1.0) -> str:
+    """``embeddings_links()``: JSON ``[[source_id, target_id, similarity, rank, comparison], ...]``."""
+    if not model_label or not source or not target:  # a canned query's form before it is filled in
+        return "[]"
+    if not isinstance(model_label, str):
+        raise ValueError("embeddings_links: model must be text")
+    model = store.model(model_label)
+    if model is None:
+        raise ValueError(f"embeddings_links: unknown model '{model_label}'")
+    if not isinstance(source, str) or not isinstance(target, str):
+        raise ValueError("embeddings_links: providers must be text")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise ValueError(f"embeddings_links: k must be a whole number from 1 to {MAX_K}")
+    try:
+        threshold = float(threshold if threshold is not None else -1.0)
+    except (TypeError, ValueError):
+        raise ValueError("embeddings_links: threshold must be a number") from None
+    found = on_the_fly(store.conn, model, source, [target], k=k, max_sources=10**12, threshold=threshold)
+    return json.dumps([[r[3], r[4], round(r[9], 6), r[10], r[2]] for r in found.rows])
+
+
+def run_is_current(conn, model_label, source, target, level) -> int:
+    """``embeddings_links_current()``: 1 when the ``links`` table holds a current run for these, else 0."""
+    run = stored_runs(conn).get((model_label, level, source, target))
+    return 1 if run is not None and is_current(conn, run) else 0

@@ -1,4 +1,5 @@
-"""SQL functions on every connection: ``embed_text``, ``embed_image``, ``vec_cosine``, ``vec_mean``, ``embeddings_nearest``.
+"""SQL functions on every connection: ``embed_text``, ``embed_image``, ``vec_cosine``, ``vec_mean``, ``embeddings_nearest``,
+``embeddings_links``, ``embeddings_links_current``.
 
 ``embed_text(model, text)`` and ``embed_image(model, image_blob)`` return the
 little-endian float32 BLOB that sqlite-vec takes directly::
@@ -21,7 +22,7 @@ import numpy as np
 from ..config import PluginConfig
 from ..embedding import resolver, runtime
 from ..errors import EmbeddingError, SimilarityError
-from ..search import memory_index
+from ..search import links, memory_index
 from ..search.filters import NeighbourFilter
 from ..search.similarity import nearest_ids
 from ..storage.store import Store
@@ -91,6 +92,13 @@ def register_functions(conn, config: PluginConfig | None = None) -> None:
     udf.create_function(conn, "embeddings_nearest", 3, lambda m, q, k: nearest(m, q, k))
     udf.create_function(conn, "embeddings_nearest", 4, nearest)
     udf.create_function(conn, "embeddings_index_status", 1, index_status)
+    # cross-collection links with the blocked products of `datasette-embeddings links` (search/links.py)
+    udf.create_function(conn, "embeddings_links", 3, lambda m, a, b: links.links_json(store, m, a, b))
+    udf.create_function(conn, "embeddings_links", 4, lambda m, a, b, k: links.links_json(store, m, a, b, k))
+    udf.create_function(conn, "embeddings_links", 5, lambda m, a, b, k, t: links.links_json(store, m, a, b, k, t))
+    # deterministic: constant within one statement, so SQLite evaluates it once per query
+    udf.create_function(conn, "embeddings_links_current", 4, lambda m, a, b, level: links.run_is_current(conn, m, a, b, level),
+                        deterministic=True)
 
 
 def _nearest_json(store: Store, config: PluginConfig, model_label: Any, query: Any, k: Any, provider: Any = None) -> str:

@@ -5,12 +5,14 @@ table, so each query is a ``UNION ALL`` with one branch per model, guarded by
 ``:model = '<label>'``.  SQLite evaluates that constant guard before it opens the
 branch's loop, so only the chosen model's vec0 table is ever scanned.  Queries
 asking for one record's neighbours use vec0's KNN (``embedding match ... and k =
-...``); the queries that ask once per record (``cross_provider_links``,
-``near_duplicates``) call ``embeddings_nearest`` (:mod:`fast_index`), which answers
-from the in-memory matrix (vec0 when it cannot) with the same exact result, many
-times faster per record.  Either way the provider constraint is inside the
-search, so "best match in provider B" is the best of B, not the best overall that
-happens to be B.
+...``); ``near_duplicates``, which asks once per record, calls ``embeddings_nearest``
+(:mod:`fast_index`), which answers from the in-memory matrix (vec0 when it cannot)
+with the same exact result, many times faster per record.  ``cross_provider_links``
+reads the ``links`` table while a current run holds the providers and otherwise
+calls ``embeddings_links`` (:mod:`search.links`): one blocked matrix product for all
+records of provider_a instead of one search per record.  Either way the provider
+constraint is inside the search, so "best match in provider B" is the best of B,
+not the best overall that happens to be B.
 
 Where ``datasette-embeddings neighbours`` has stored a model's neighbours and they
 are current, ``similar_records`` (for k up to the stored k) and ``near_duplicates``
@@ -124,20 +126,51 @@ def similar_records_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] |
     )
 
 
-def cross_provider_links_sql(models: Sequence[ModelInfo], providers: Sequence[str] = ()) -> str:
-    best = _union(
-        models,
-        # embeddings_nearest (fast_index.py) answers each row from the in-memory matrix with
-        # provider_b's rows only: the same exact answer as a vec0 KNN, about 25x faster per row
-        "  select a.id as a_id, (\n"
-        "    select json_array(json_extract(n.value, '$.id'), 1 - json_extract(n.value, '$.similarity'))\n"
-        "    from json_each(embeddings_nearest({label}, v.embedding, 1, :provider_b)) n\n"
-        "  ) as best\n"
-        "  from records a join {vec} v on v.id = a.id\n"
-        "  where :model = {label} and a.model = {label} and a.provider = :provider_a",
+def cross_provider_links_sql(models: Sequence[ModelInfo], providers: Sequence[str] = (),
+                             has_links_table: bool = True) -> str:
+    """Each record of provider_a with its best record of provider_b (the best over comparison types).
+
+    From the ``links`` table when a current run (the model's data version) holds these
+    providers at depiction level (``embeddings_links_current()``); otherwise
+    ``embeddings_links()`` computes them with the blocked matrix products of
+    ``datasette-embeddings links``.  The guard is a deterministic function of the
+    parameters only, so SQLite evaluates it once, before the branches' loops: the
+    blocked computation does not run when the table answers.  The SQL names no model,
+    so ``metadata.yml`` can ship it unchanged; ``has_links_table`` False leaves the
+    table out for databases loaded before the ``links`` migration.
+    """
+    computed = (
+        "  select json_extract(j.value, '$[0]') as a_id, json_extract(j.value, '$[1]') as b_id,\n"
+        "    max(json_extract(j.value, '$[2]')) as similarity\n"
+        "  from json_each(embeddings_links(:model, :provider_a, :provider_b, 1, cast(:threshold as real))) j\n"
+        "{guard}"
+        "  group by json_extract(j.value, '$[0]')"
     )
-    return _pairs_sql(best, "  and " + _checks(models, providers, provider_params=["provider_a", "provider_b"],
-                                                numbers=[("threshold", -1, 1)]) + "\n")
+    current = "embeddings_links_current(:model, :provider_a, :provider_b, 'depiction')"
+    if not has_links_table:
+        pairs = computed.format(guard="")
+    else:
+        pairs = (
+            # a bare column beside max(): SQLite takes b_id from the row holding the maximum
+            "  select l.source_id as a_id, l.target_id as b_id, max(l.similarity) as similarity from links l\n"
+            f"  where {current}\n"
+            "    and l.model = :model and l.level = 'depiction' and l.source_provider = :provider_a\n"
+            "    and l.target_provider = :provider_b and l.rank = 1\n"
+            "  group by l.source_id\n"
+            "  union all\n" + computed.format(guard=f"  where not {current}\n")
+        )
+    return (
+        "with pairs as materialized (\n" + pairs + "\n)\n"
+        f"select {RECORD_COLUMNS},\n"
+        "  round(p.similarity, 4) as similarity,\n"
+        "  m.id as match_id, m.provider as match_provider, m.depiction_id as match_depiction_id,\n"
+        "  m.subject_id as match_subject_id, m.model as match_model, m.attributes as match_attributes\n"
+        "from pairs p join records r on r.id = p.a_id join records m on m.id = p.b_id\n"
+        "where p.similarity >= cast(:threshold as real)\n"
+        "  and " + _checks(models, providers, provider_params=["provider_a", "provider_b"],
+                           numbers=[("threshold", -1, 1)]) + "\n"
+        "order by p.similarity desc, r.id"
+    )
 
 
 def text_search_sql(models: Sequence[ModelInfo], providers: Sequence[str] = ()) -> str:
@@ -182,10 +215,12 @@ def near_duplicates_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] |
     )
 
 
-def queries_for(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None, providers: Sequence[str] = ()) -> dict[str, dict]:
+def queries_for(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None, providers: Sequence[str] = (),
+                has_links_table: bool = True) -> dict[str, dict]:
     """The canned queries for a database holding ``models``, in Datasette's format.
 
-    ``stored`` maps a model label to the k of its current ``neighbours`` rows.
+    ``stored`` maps a model label to the k of its current ``neighbours`` rows;
+    ``has_links_table`` says whether the database has the ``links`` tables.
     """
     labels = ", ".join(m.label for m in models) or "none loaded"
     return {
@@ -198,8 +233,9 @@ def queries_for(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = 
         "cross_provider_links": {
             "title": "Cross-provider links",
             "description": "For each record of provider_a, its most similar record in provider_b, "
-            "kept when the similarity is at least threshold (0 to 1).",
-            "sql": cross_provider_links_sql(models, providers),
+            "kept when the similarity is at least threshold (0 to 1); from the links table while it is "
+            "current, computed otherwise. Every link, past the 1,000 rows shown here: the links page.",
+            "sql": cross_provider_links_sql(models, providers, has_links_table),
             "params": ["model", "provider_a", "provider_b", "threshold"],
         },
         "text_search": {
@@ -227,7 +263,8 @@ def canned_queries_for_database(conn) -> dict[str, dict]:
     models = store.models()
     stored = {m.label: k for m in models if (k := neighbours.current_k(conn, m))}
     providers = [p for p, in conn.execute("select distinct provider from records order by provider")]
-    return queries_for(models, stored, providers)
+    has_links = conn.execute("select 1 from sqlite_master where type = 'table' and name = 'links_runs'").fetchone()
+    return queries_for(models, stored, providers, bool(has_links))
 
 
 async def canned_queries(datasette, database: str) -> dict[str, dict]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -25,9 +23,9 @@ import numpy as np
 from .gallery import card
 from ..config import LinksSettings
 from ..errors import InvalidRequestError, NotFoundError
-from ..search import distribution, links as engine, memory_index as fast_index
+from ..search import distribution, links as engine
 from ..storage import judgements
-from ..storage.store import Store, data_version, record_from_row, stored_version
+from ..storage.store import Store, record_from_row
 
 DEFAULT_SIZE = 50
 MAX_SIZE = 1000
@@ -195,32 +193,6 @@ def _stored_rows(conn, q: LinkQuery, stale: Sequence[dict], limit: int) -> list[
 
 
 # ---------------------------------------------------------------- links computed on the fly
-class _Computed:
-    """A few recent on-the-fly results, so walking their pages does not recompute them."""
-
-    def __init__(self, size: int = 8):
-        self.size = size
-        self.lock = threading.Lock()
-        self.items: OrderedDict[tuple, tuple[list[dict], dict]] = OrderedDict()
-
-    def get(self, key: tuple):
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-            return None
-
-    def put(self, key: tuple, value) -> None:
-        with self.lock:
-            self.items[key] = value
-            self.items.move_to_end(key)
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-
-
-_computed = _Computed()
-
-
 def _on_the_fly_plan(conn, q: LinkQuery) -> tuple[Any, str, list[str], str] | None:
     """(model, from, to providers, level) to compute for, or None when nothing can be linked."""
     store = Store(conn)
@@ -249,36 +221,21 @@ def _on_the_fly_plan(conn, q: LinkQuery) -> tuple[Any, str, list[str], str] | No
     return None
 
 
-def compute_on_the_fly(conn, q: LinkQuery, max_sources: int, cache_key: str = "") -> tuple[list[dict], dict] | None:
+def compute_on_the_fly(conn, q: LinkQuery, max_sources: int) -> tuple[list[dict], dict] | None:
     """All links for the request's (model, from, to, level), computed now; ``(rows, about)``.
 
     ``about`` says what was computed: model, providers, level, how many source records
-    were used of how many.  Cached per data version, so paging through them is cheap.
+    were used of how many.  :func:`links.on_the_fly` keeps recent results, so paging is cheap.
     """
     chosen = _on_the_fly_plan(conn, q)
     if chosen is None:
         return None
     model, source, targets, level = chosen
-    version = stored_version(conn, model.label)
-    comparisons = (q.comparison,) if q.comparison else ()
-    key = (cache_key or fast_index.database_path(conn), model.label, level, source, tuple(targets), q.k, comparisons, version, max_sources)
-    hit = _computed.get(key)
-    if hit is not None:
-        return hit
-    index = fast_index.index_for(conn, model)
-    if index is None:
-        index = fast_index.build(conn, model, data_version(conn, model.label))
-    total = conn.execute("select count(*) from records where model = ? and provider = ?", [model.label, source]).fetchone()[0]
-    source_side = engine._side(conn, index, model, source, limit=max_sources)
-    rows: list[tuple] = []
-    for target in targets:
-        run = engine.compute_run(index, source_side, engine._side(conn, index, model, target), model=model.label,
-                                 level=level, k=q.k, threshold=-1.0, comparisons=comparisons, version=version)
-        rows.extend(run.rows)
-    out = [dict(zip(_COLUMNS, (i + 1,) + row)) for i, row in enumerate(rows)]
+    found = engine.on_the_fly(conn, model, source, targets, level=level, k=q.k,
+                              comparisons=(q.comparison,) if q.comparison else (), max_sources=max_sources)
+    out = [dict(zip(_COLUMNS, (i + 1,) + row)) for i, row in enumerate(found.rows)]
     about = {"model": model.label, "from": source, "to": targets, "level": level, "k": q.k,
-             "sources_used": len(source_side.ids), "sources_total": total}
-    _computed.put(key, (out, about))
+             "sources_used": found.sources_used, "sources_total": found.sources_total}
     return out, about
 
 
@@ -339,7 +296,7 @@ def fetch(conn, q: LinkQuery, settings: LinksSettings, cache_key: str = "") -> L
         return LinkRows(rows[: q.size], len(rows) > q.size, "stored", runs, stale)
     if not settings.on_the_fly:
         return LinkRows([], False, "none", runs, stale)
-    found = compute_on_the_fly(conn, q, settings.on_the_fly_max_sources, cache_key)
+    found = compute_on_the_fly(conn, q, settings.on_the_fly_max_sources)
     if found is None:
         return LinkRows([], False, "none", runs, stale)
     rows, about = found
