@@ -221,3 +221,28 @@ def test_canned_links_past_the_row_cap_point_to_the_links_page(linked_db):
     # and the links page does walk all of them: rank 1 of every met record is there
     links, _ = walk_json(ds, "&model=m-8&from=met&to=rijks&level=depiction&min=-1", size=1000)
     assert len({l["source_id"] for l in links if l["rank"] == 1}) == N
+
+
+@pytest.mark.parametrize("sql, message", [
+    ("select embeddings_links('clip', 'met', 'rijks')", "embeddings_links: unknown model 'clip'"),
+    ("select embeddings_links('m-8', 'met', 'rijks', 0)", "embeddings_links: k must be a whole number from 1 to 1000"),
+    ("select embeddings_links('m-8', 'met', 'rijks', 1, 'high')", "embeddings_links: threshold must be a number"),
+])
+def test_embeddings_links_sql_errors_name_the_argument(ds, sql, message):
+    from urllib.parse import quote
+
+    response = fetch(ds, f"/linked.json?sql={quote(sql)}")
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_embeddings_links_sql_function_matches_the_table(ds, linked_db):
+    from urllib.parse import quote
+
+    sql = "select embeddings_links('m-8', 'met', 'rijks', 2, -1) as j, embeddings_links_current('m-8', 'met', 'rijks', 'depiction') as c"
+    row = fetch(ds, f"/linked.json?sql={quote(sql)}&_shape=array").json()[0]
+    import json
+
+    got = sorted((s, t, r) for s, t, _sim, r, _c in json.loads(row["j"]))
+    want = sorted(stored(linked_db, "select source_id, target_id, rank from links where rank <= 2"))
+    assert got == [tuple(w) for w in want] and row["c"] == 1
