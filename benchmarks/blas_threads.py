@@ -107,6 +107,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--links-sources", type=int, default=300, help="links.on_the_fly_max_sources for the links requests")
     parser.add_argument("--port", type=int, default=8791)
+    parser.add_argument("--settings", type=int, nargs="+", default=[1, 0],
+                        help="blas_threads values, served one after the other in this order")
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="bench-blas-")
     db = os.path.join(folder, "bench.db")
@@ -120,7 +122,7 @@ def main() -> None:
     print(f"{args.records:,} x {args.dims} records, {args.clients} clients, {args.requests} requests, "
           f"{os.cpu_count()} cores; load before {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rows = []
-    for setting in (1, 0):
+    for setting in args.settings:
         proc = start_server(db, args.port, setting, args.links_sources)
         try:
             base = f"http://127.0.0.1:{args.port}"
@@ -132,7 +134,7 @@ def main() -> None:
     print("| blas_threads | request | p50 ms | p95 ms | n | requests/s (all kinds) |")
     print("|---|---|---|---|---|---|")
     for setting, result in rows:
-        label = "1 (default)" if setting == 1 else "0 (BLAS default: one per core)"
+        label = {1: "1 (default)", 0: "0 (BLAS default: one per core)"}.get(setting, str(setting))
         for kind, (p50, p95, n) in result["kinds"].items():
             print(f"| {label} | {kind} | {p50:.1f} | {p95:.1f} | {n} | {result['per_second']:.1f} |")
     print(f"load after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -246,3 +246,10 @@ def test_embeddings_links_sql_function_matches_the_table(ds, linked_db):
     got = sorted((s, t, r) for s, t, _sim, r, _c in json.loads(row["j"]))
     want = sorted(stored(linked_db, "select source_id, target_id, rank from links where rank <= 2"))
     assert got == [tuple(w) for w in want] and row["c"] == 1
+
+
+def test_a_provider_asked_for_without_stored_links_is_named(ds):
+    data = fetch(ds, "/linked/-/links.json?model=m-8&from=met&to=rijks&to=bk&size=5").json()
+    assert data["mode"] == "stored" and len(data["links"]) == 5
+    assert data["notices"] == ["No links of m-8 from met to bk are stored: run datasette-embeddings links "
+                               "--from met --to bk to add them."]

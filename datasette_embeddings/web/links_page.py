@@ -283,6 +283,7 @@ class LinkRows:
     runs: list[dict] = field(default_factory=list)
     stale: list[dict] = field(default_factory=list)
     computed: dict | None = None
+    missing: list[str] = field(default_factory=list)  # target providers asked for without stored links
 
 
 def fetch(conn, q: LinkQuery, settings: LinksSettings, cache_key: str = "") -> LinkRows:
@@ -293,7 +294,11 @@ def fetch(conn, q: LinkQuery, settings: LinksSettings, cache_key: str = "") -> L
     stale = [r for r in matching if not r["current"]]
     if current:
         rows = _stored_rows(conn, q, stale, q.size + 1)
-        return LinkRows(rows[: q.size], len(rows) > q.size, "stored", runs, stale)
+        found = LinkRows(rows[: q.size], len(rows) > q.size, "stored", runs, stale)
+        if q.model and q.source and q.targets:  # providers asked for that no current run holds
+            held = {r["target_provider"] for r in current}
+            found.missing = [t for t in q.targets if t not in held and t not in {r["target_provider"] for r in stale}]
+        return found
     if not settings.on_the_fly:
         return LinkRows([], False, "none", runs, stale)
     found = compute_on_the_fly(conn, q, settings.on_the_fly_max_sources)
@@ -348,6 +353,11 @@ def links_page(conn, q: LinkQuery, settings: LinksSettings, *, record_base: str,
             f"The stored {run['level']} links of {run['model']} from {run['source_provider']} to "
             f"{run['target_provider']} are stale: the model's data changed after they were computed. "
             "They are not shown; run datasette-embeddings links again."
+        )
+    for target in found.missing:
+        notices.append(
+            f"No links of {q.model} from {q.source} to {target} are stored: run datasette-embeddings links "
+            f"--from {q.source} --to {target} to add them."
         )
     if found.mode == "computed":
         c = found.computed
