@@ -470,7 +470,7 @@ def stored_runs(conn) -> dict[tuple[str, str, str, str], dict]:
             "select model, level, source_provider, target_provider, k, threshold, comparisons, data_version, "
             "links, computed, seconds from links_runs"
         ).fetchall()
-    except Exception:  # no such table: the database predates migration m003
+    except Exception:  # no such table: the database predates migration m004_links
         return {}
     return {
         tuple(r[:4]): {"model": r[0], "level": r[1], "source_provider": r[2], "target_provider": r[3], "k": r[4],
@@ -511,7 +511,7 @@ def compute(
     stored too.  Errors are raised before anything is written.
     """
     the_plan = plan(conn, source, targets, models, k=k, level=level, comparisons=comparisons, threshold=threshold)
-    Store(conn).migrate()  # the links tables (m003) on a database loaded before them; no rows yet
+    Store(conn).migrate()  # the links tables (m004) on a database loaded before them; no rows yet
     stored = stored_runs(conn)
     comparisons_text = ",".join(sorted(comparisons))
     versions = {m.label: stored_version(conn, m.label) for m in the_plan.models}
