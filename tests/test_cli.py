@@ -193,3 +193,21 @@ def test_control_characters_in_error_messages_are_escaped(tmp_path):
         assert result.exit_code == 1
         _no_raw_controls(result.output)
         assert "clip\\x1b]0;owned" in result.output
+
+
+@pytest.mark.parametrize("command", [["neighbours"], ["neighbors"], ["set-query-model", "", "x"]])
+def test_commands_refuse_a_database_that_is_not_ours_with_exit_1(tmp_path, command):
+    """One way to open a store: a SQLite file without our tables is refused by name, nothing written."""
+    import sqlite_utils
+    from click.testing import CliRunner
+
+    from datasette_embeddings.cli import cli
+
+    other = tmp_path / "other.db"
+    sqlite_utils.Database(other)["things"].insert({"name": "teapot"})
+    before = other.read_bytes()
+    args = [command[0], str(other)] + [a for a in command[1:] if a]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert "not a datasette-embeddings database (no records table)" in result.output
+    assert other.read_bytes() == before

@@ -267,3 +267,20 @@ def test_function_errors_keep_their_message_on_both_drivers(driver):
         with pytest.raises(module.OperationalError, match="^a clear message, not a generic one$"):
             c.execute("select echo('boom')").fetchone()
         c.close()
+
+
+def test_closed_connections_leave_no_registered_functions_behind(images_db):
+    """Each connection's Python callables are freed when SQLite drops its functions (xDestroy)."""
+    from datasette_embeddings.sql import udf
+
+    def open_and_close():
+        c = connect(str(images_db))
+        sql_functions.register_functions(c)
+        assert c.execute("select vec_cosine('[1, 0]', '[1, 0]')").fetchone()[0] == pytest.approx(1.0)
+        c.close()
+
+    open_and_close()
+    held = len(udf._functions) + len(udf._aggregates)
+    for _ in range(20):
+        open_and_close()
+    assert len(udf._functions) + len(udf._aggregates) <= held

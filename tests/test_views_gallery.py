@@ -200,3 +200,35 @@ def test_overview_shows_the_configured_query_model(museum_db):
     (db,) = fetch(configured, "/-/embeddings.json").json()["databases"]
     # the fake text model's label is itself an llm model id: the one resolver's third rule
     assert {m["label"]: m["query_model"] for m in db["models"]} == {IMAGE_MODEL: "colour-layout-v1", FAKE_TEXT_MODEL: FAKE_TEXT_MODEL}
+
+
+def test_facets_and_lanes_see_a_load_that_changes_a_records_type(tmp_path):
+    """A running server must not keep counts from before a load: the facet cache follows the data version.
+
+    The cache's key was once the highest id and the record counts, which an update leaves unchanged:
+    after a load turned an image record into a text record, the gallery filtered by model and type
+    left it out until the server restarted.
+    """
+    from datasette.app import Datasette
+
+    from datasette_embeddings.files import loader
+    from tests.helpers import make_records, write_parquet
+
+    records = make_records(n=6, providers=("met",), models={"m-4": 4}, seed=2)
+    first = tmp_path / "first.parquet"
+    write_parquet(first, records)
+    db = tmp_path / "facets.db"
+    loader.load(str(db), [str(first)])
+    ds = Datasette([str(db)])
+    before = fetch(ds, "/facets/-/gallery.json?model=m-4").json()
+    assert {f["value"]: f["count"] for f in before["facets"]["type"]} == {"image": 6}
+
+    changed = dict(records[0], created=records[0]["created"] + 60, attributes={**records[0]["attributes"], "type": "text"})
+    second = tmp_path / "second.parquet"
+    write_parquet(second, [changed])
+    loader.load(str(db), [str(second)])
+
+    after = fetch(ds, "/facets/-/gallery.json?model=m-4").json()
+    assert {f["value"]: f["count"] for f in after["facets"]["type"]} == {"image": 5, "text": 1}
+    texts = fetch(ds, "/facets/-/gallery.json?model=m-4&type=text").json()
+    assert [item["depiction_id"] for item in texts["items"]] == [records[0]["depiction_id"]]

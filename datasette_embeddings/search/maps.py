@@ -22,7 +22,7 @@ import numpy as np
 from . import clusters as clustering, distribution, memory_index as fast_index, projection
 from ..errors import InvalidRequestError, NotFoundError
 from ..storage.store import ModelInfo, Store, data_version, stored_version
-from ..storage.vectors import to_blob
+from ..storage.vectors import from_blob, to_blob
 
 
 @dataclass
@@ -218,7 +218,7 @@ def nearest_clusters(conn, label: str, number: int, count: int = 5) -> list[tupl
     numbers = [r[0] for r in rows]
     if number not in numbers:
         return []
-    matrix = np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows])
+    matrix = np.stack([from_blob(r[1]) for r in rows])
     sims = matrix @ matrix[numbers.index(number)]
     order = [i for i in np.argsort(-sims, kind="stable") if numbers[i] != number][:count]
     return [(numbers[i], round(float(sims[i]), 4)) for i in order]

@@ -44,6 +44,7 @@ import numpy as np
 
 from ..config import IndexSettings
 from ..storage.store import data_version
+from ..storage.vectors import VECTOR_DTYPE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .filters import NeighbourFilter
@@ -306,7 +307,7 @@ def _build_once(conn, model: "ModelInfo", token: tuple) -> ModelIndex:
         first_read = by_id[np.minimum(np.searchsorted(ids, wanted, sorter=by_id), max(n - 1, 0))]
         if not np.array_equal(ids[first_read], wanted):
             raise _ChangedWhileReading
-        block = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(batch), dims)
+        block = np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE).reshape(len(batch), dims)
         norms = np.linalg.norm(block, axis=1)
         norms[norms == 0] = 1.0
         matrix[place[first_read]] = block / norms[:, None]

@@ -19,6 +19,7 @@ from ..errors import SimilarityError, SimilarityNotFound
 from . import memory_index as fast_index, neighbours
 from .filters import MAX_K, Neighbour, NeighbourFilter, check_k
 from ..storage.store import ModelInfo, Store, record_from_row
+from ..storage.vectors import to_blob
 
 def nearest_ids(
     conn, model: ModelInfo, vector: np.ndarray, k: int, flt: NeighbourFilter = NeighbourFilter(),
@@ -56,7 +57,7 @@ def vec0_nearest_ids(
     ask = min(k + len(exclude_ids), 4096)
     rows = conn.execute(
         f"select id, distance from {model.vec_table} where embedding match ? and k = ?{where} order by distance",
-        [vector.tobytes(), ask, *params],
+        [to_blob(vector), ask, *params],
     ).fetchall()
     skip = set(exclude_ids)
     return [(rid, 1.0 - float(dist)) for rid, dist in rows if rid not in skip][:k]

@@ -26,9 +26,30 @@ SQLITE_TRANSIENT = ctypes.c_void_p(-1)
 
 _CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p))
 
-# the Python callables live here; SQLite gets their 1-based index as user data
-_functions: list[Callable[..., Any]] = []
+# the Python callables live here while SQLite holds them; SQLite gets their key as user data
+# and calls _DESTROY with it when the function goes (its connection closes, or it is replaced),
+# so a connection's closures do not outlive it
+_functions: dict[int, Callable[..., Any]] = {}
 _functions_lock = threading.Lock()
+_next_key = [0]
+
+
+def _new_key() -> int:
+    """A fresh user-data key (never 0: user data 0 would read back as NULL); call under the lock."""
+    _next_key[0] += 1
+    return _next_key[0]
+
+
+def _forget(user_data) -> None:
+    try:
+        with _functions_lock:
+            _functions.pop(user_data or 0, None)
+            _aggregates.pop(user_data or 0, None)
+    except (AttributeError, TypeError):  # a connection closed while the interpreter shuts down
+        pass
+
+
+_DESTROY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_forget)
 _apis: dict[str, Any] = {}
 
 
@@ -124,7 +145,7 @@ def _set_result(api, ctx, result: Any) -> None:
 
 def _make_callback(api) -> Any:
     def callback(ctx, argc, argv):
-        function = _functions[api.sqlite3_user_data(ctx) - 1]
+        function = _functions[api.sqlite3_user_data(ctx)]
         try:
             _set_result(api, ctx, function(*_read_args(api, argc, argv)))
         except Exception as ex:
@@ -148,17 +169,18 @@ def create_function(conn, name: str, narg: int, function: Callable[..., Any], *,
         callback = _callbacks.get(id(api))
         if callback is None:
             callback = _callbacks[id(api)] = _make_callback(api)
-        _functions.append(function)
-        index = len(_functions)  # 1-based: user data 0 would read back as NULL
+        key = _new_key()
+        _functions[key] = function
     flags = SQLITE_UTF8 | (SQLITE_DETERMINISTIC if deterministic else 0)
-    rc = api.sqlite3_create_function_v2(handle, name.encode(), narg, flags, index, callback, None, None, None)
-    if rc != 0:
+    destroy = ctypes.cast(_DESTROY, ctypes.c_void_p)
+    rc = api.sqlite3_create_function_v2(handle, name.encode(), narg, flags, key, callback, None, None, destroy)
+    if rc != 0:  # SQLite has called _DESTROY for the key already
         conn.create_function(name, narg, function, deterministic=deterministic)
 
 
 # ---------------------------------------------------------------- aggregates
 _FINAL = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-_aggregates: list[Callable[[], Any]] = []  # factories; SQLite gets their 1-based index as user data
+_aggregates: dict[int, Callable[[], Any]] = {}  # factories, keyed like _functions (and forgotten the same way)
 _states: dict[int, Any] = {}  # one live state per group being aggregated, keyed by the id in its context
 _next_state = [0]
 _aggregate_callbacks: dict[int, tuple[Any, Any, Any]] = {}
@@ -187,7 +209,7 @@ def _aggregate_api(api):
             with _functions_lock:
                 _next_state[0] += 1
                 slot.value = _next_state[0]
-                _states[slot.value] = _aggregates[api.sqlite3_user_data(ctx) - 1]()
+                _states[slot.value] = _aggregates[api.sqlite3_user_data(ctx)]()
         return slot.value, _states.get(slot.value)
 
     def step(ctx, argc, argv):
@@ -204,7 +226,7 @@ def _aggregate_api(api):
                 _states.pop(key, None)
         try:
             if state is None:  # no rows: a fresh state says what an empty group gives
-                state = _aggregates[api.sqlite3_user_data(ctx) - 1]()
+                state = _aggregates[api.sqlite3_user_data(ctx)]()
             _set_result(api, ctx, state.finalize())
         except Exception as ex:
             api.sqlite3_result_error(ctx, str(ex).encode("utf-8", "replace"), -1)
@@ -223,8 +245,8 @@ def create_aggregate(conn, name: str, narg: int, factory: Callable[[], Any]) -> 
         return
     create, step, final = _aggregate_api(api)
     with _functions_lock:
-        _aggregates.append(factory)
-        index = len(_aggregates)
-    rc = create(handle, name.encode(), narg, SQLITE_UTF8, index, None, step, final, None)
+        key = _new_key()
+        _aggregates[key] = factory
+    rc = create(handle, name.encode(), narg, SQLITE_UTF8, key, None, step, final, ctypes.cast(_DESTROY, ctypes.c_void_p))
     if rc != 0:
         conn.create_aggregate(name, narg, factory)

@@ -1,7 +1,10 @@
 """Vector encodings shared by the store, the SQL functions and the web views.
 
-sqlite-vec stores ``float[N]`` as little-endian float32 BLOBs; everything that
-crosses into SQL goes through these helpers so there is exactly one encoding.
+sqlite-vec stores ``float[N]`` as little-endian float32 BLOBs (:data:`VECTOR_DTYPE`).
+One vector crosses into or out of SQL through :func:`to_blob` / :func:`from_blob`; the
+bulk paths that decode a whole batch of BLOBs in one NumPy call (``memory_index.build``,
+``parquet_io``) use the same dtype, because a Python call per vector would cost them
+most of their speed.
 """
 from __future__ import annotations
 
@@ -11,13 +14,17 @@ from typing import Any
 import numpy as np
 
 
+#: the one encoding of a stored vector
+VECTOR_DTYPE = "<f4"
+
+
 class VectorError(ValueError):
     """A value could not be read as a vector."""
 
 
 def to_blob(vector: Any) -> bytes:
     """Encode a sequence or array of numbers as a little-endian float32 BLOB."""
-    arr = np.asarray(vector, dtype="<f4")
+    arr = np.asarray(vector, dtype=VECTOR_DTYPE)
     if arr.ndim != 1:
         raise VectorError(f"expected a one-dimensional vector, got shape {arr.shape}")
     return arr.tobytes()
@@ -27,7 +34,7 @@ def from_blob(blob: bytes) -> np.ndarray:
     """Decode a float32 BLOB (as vec0 stores it)."""
     if len(blob) % 4:
         raise VectorError(f"a float32 vector BLOB must be a multiple of 4 bytes, got {len(blob)}")
-    return np.frombuffer(blob, dtype="<f4")
+    return np.frombuffer(blob, dtype=VECTOR_DTYPE)
 
 
 def parse_vector(value: Any) -> np.ndarray:

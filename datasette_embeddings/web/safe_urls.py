@@ -32,7 +32,3 @@ def safe_http_url(value: Any) -> str | None:
     if parts.scheme.lower() not in ALLOWED_SCHEMES or not parts.hostname:
         return None
     return url
-
-
-def is_safe_http_url(value: Any) -> bool:
-    return safe_http_url(value) is not None
