@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .gallery import card
+from .params import int_param
 from ..config import LinksSettings
 from ..errors import InvalidRequestError, NotFoundError
 from ..search import distribution, links as engine
@@ -72,19 +73,6 @@ def _float(args, name: str) -> float | None:
     return value
 
 
-def _int(args, name: str, default: int, low: int, high: int) -> int:
-    raw = args.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise InvalidRequestError(f"{name} must be a whole number from {low} to {high}, got '{raw[:40]}'")
-    return value
-
-
 def parse_after(raw: str | None, sort: str) -> tuple | None:
     """The keyset token: JSON ``[similarity, id]`` or ``[source_provider, source_key, rank, id]``."""
     if not raw:
@@ -128,8 +116,8 @@ def parse(args) -> LinkQuery:
         max=high,
         sort=sort,
         after=parse_after(args.get("after"), sort),
-        size=_int(args, "size", DEFAULT_SIZE, 1, MAX_SIZE),
-        k=_int(args, "k", DEFAULT_K, 1, MAX_K),
+        size=int_param(args, "size", DEFAULT_SIZE, 1, MAX_SIZE),
+        k=int_param(args, "k", DEFAULT_K, 1, MAX_K),
         judged=judgements.check_judged(args.get("judged")),
     )
 

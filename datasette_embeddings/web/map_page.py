@@ -15,8 +15,8 @@ from typing import Sequence
 from .gallery import card, neighbour_cards
 from ..errors import InvalidRequestError, NotFoundError
 from ..search import distribution, maps
-from ..search.similarity import MAX_SELECTION, NeighbourFilter, similar_to_records
-from ..storage.store import Store, record_from_row, stored_version
+from ..search.similarity import MAX_SELECTION, NeighbourFilter, similar_to_records, with_records
+from ..storage.store import Store, stored_version
 
 SCALE = 65535
 DEFAULT_POINTS_PAGE = 100_000
@@ -119,13 +119,7 @@ def record_cards(conn, ids: Sequence[int], base_url: str) -> list[dict]:
         raise InvalidRequestError("name at least one record: ?id=1&id=2...")
     if len(ids) > MAX_SELECTION:
         raise InvalidRequestError(f"at most {MAX_SELECTION} records at once, got {len(ids):,}")
-    rows = conn.execute(
-        "select id, provider, depiction_id, subject_id, model, created, attributes from records where id in (%s)"
-        % ", ".join("?" for _ in ids),
-        ids,
-    ).fetchall()
-    by_id = {r[0]: record_from_row(r) for r in rows}
-    return [card(by_id[i], None, f"{base_url}/{i}") for i in ids if i in by_id]
+    return [card(found.record, None, f"{base_url}/{found.id}") for found in with_records(conn, [(i, None) for i in ids])]
 
 
 def _provider_mix(providers: dict[str, int], size: int) -> list[dict]:

@@ -25,6 +25,7 @@ from . import compare_page, evaluation_page, judging, links_page, map_page
 from ..storage.store import Store
 from . import gallery, overview, record_page, search_page as search
 from .http_errors import MethodNotAllowed, Missing, to_http
+from .params import int_param
 
 DEFAULT_K = 20
 TRUE_VALUES = {"1", "true", "on", "yes"}
@@ -40,20 +41,6 @@ def _respond(datasette, response: Response) -> Response:
 async def _render(datasette, request, template: str, context: dict) -> Response:
     html = await datasette.render_template([template], context, request=request)
     return _respond(datasette, Response.html(html))
-
-
-def int_param(args, name: str, default: int, low: int, high: int) -> int:
-    """A whole-number query parameter within ``low..high``, or a 400 naming it."""
-    raw = args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise InvalidRequestError(f"{name} must be a whole number from {low} to {high}, got '{raw[:40]}'")
-    return value
 
 
 def _url(path: str, params: list[tuple[str, Any]]) -> str:
