@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import RecordError
+from .attributes import attribute_dicts
 
 FIELDS = ("provider", "depiction_id", "subject_id", "model", "embeddings", "created", "attributes")
 _TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")
@@ -210,9 +211,7 @@ class ResolvedLayout:
         if not extra:
             return base
         # a file with its own attributes and extra ones: merged row by row (the rare case)
-        from .parquet_io import _attribute_dicts  # the one reader of every attributes layout
-
-        dicts = _attribute_dicts(base, first_row) if not pa.types.is_null(base.type) else [{} for _ in range(n)]
+        dicts = attribute_dicts(base, first_row) if not pa.types.is_null(base.type) else [{} for _ in range(n)]
         values = {key: arr.to_pylist() for key, arr in extra.items()}
         for i, d in enumerate(dicts):
             for key, vals in values.items():

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from ..errors import RecordError
 from . import oembeddings
 from .footer import FileStats
+from .attributes import attribute_dicts as _attribute_dicts, clean_attributes as _clean_attributes, is_string as _is_string
 from .layouts import Layout, ResolvedLayout
 
 REQUIRED_COLUMNS = ("provider", "depiction_id", "subject_id", "model", "embeddings", "created", "attributes")
@@ -251,12 +252,6 @@ def _check_column_type(name: str, typ: pa.DataType, path: str) -> None:
             raise bad("map<string,string> or a JSON object as string")
 
 
-def _is_string(typ: pa.DataType) -> bool:
-    if pa.types.is_dictionary(typ):
-        typ = typ.value_type
-    return pa.types.is_string(typ) or pa.types.is_large_string(typ) or getattr(pa.types, "is_string_view", lambda t: False)(typ)
-
-
 def _decode_strings(arr: pa.Array, name: str, first_row: int, *, required: bool) -> list[str | None]:
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
@@ -317,39 +312,6 @@ def _attributes(arr: pa.Array, first_row: int) -> list[str]:
     return [attributes_json(obj) for obj in _attribute_dicts(arr, first_row)]
 
 
-def _attribute_dicts(arr: pa.Array, first_row: int) -> list[dict]:
-    """The checked path: every layout, row by row, with errors naming the row and key."""
-    typ = arr.type
-    out: list[dict] = []
-    if _is_string(typ):
-        if pa.types.is_dictionary(typ):
-            arr = arr.dictionary_decode()
-        for i, text in enumerate(arr.to_pylist()):
-            if text is None or text == "":
-                out.append({})
-                continue
-            try:
-                obj = json.loads(text)
-            except ValueError:
-                raise RecordError("is text but not a JSON object", row=first_row + i, field="attributes") from None
-            if not isinstance(obj, dict):
-                raise RecordError("must be a JSON object of key/value strings", row=first_row + i, field="attributes")
-            out.append(_clean_attributes(obj.items(), first_row + i))
-        return out
-    if pa.types.is_struct(typ):
-        for i, obj in enumerate(arr.to_pylist()):
-            out.append(_clean_attributes((obj or {}).items(), first_row + i))
-        return out
-    # map<k,v> and list<struct<key,value>> both come back as lists of pairs/dicts
-    for i, items in enumerate(arr.to_pylist()):
-        if items is None:
-            out.append({})
-            continue
-        pairs = [(kv["key"], kv["value"]) if isinstance(kv, dict) else kv for kv in items]
-        out.append(_clean_attributes(pairs, first_row + i))
-    return out
-
-
 def _json_quoted(strings: pa.Array) -> pa.Array:
     """JSON string bodies for text without control characters: only backslash and quote need escapes."""
     return pc.replace_substring(pc.replace_substring(strings, "\\", "\\\\"), '"', '\\"')
@@ -400,34 +362,6 @@ def _string_map_json(arr: pa.Array) -> list[str] | None:
     pairs = pc.binary_join_element_wise('"', _json_quoted(keys), '":"', _json_quoted(items), '"', "")
     per_row = pa.ListArray.from_arrays(pa.array(offsets - start, pa.int32()), pairs)
     return pc.binary_join_element_wise("{", pc.binary_join(per_row, ","), "}", "").to_pylist()
-
-
-def _clean_attributes(pairs: Iterable, row: int) -> dict:
-    """Attributes are a flat string map; scalars are stringified, nesting is refused."""
-    result: dict[str, str] = {}
-    for key, value in pairs:
-        if key is None or not isinstance(key, str) or key == "":
-            raise RecordError("has an empty or non-text key", row=row, field="attributes")
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, (int, float)):
-            if isinstance(value, float) and not math.isfinite(value):
-                raise RecordError("holds a non-finite number", row=row, field=f"attributes.{key}")
-            value = str(value)
-        elif isinstance(value, bytes):
-            try:
-                value = value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise RecordError("is not valid UTF-8 text", row=row, field=f"attributes.{key}") from None
-        elif not isinstance(value, str):
-            raise RecordError(
-                f"holds a nested {type(value).__name__}; attribute values must be strings",
-                row=row, field=f"attributes.{key}",
-            )
-        result[key] = value
-    return result
 
 
 def _embeddings(arr: pa.Array, first_row: int) -> tuple[list[bytes], np.ndarray]:
