@@ -26,6 +26,7 @@ from ..storage.store import Store
 from . import gallery, overview, record_page, search_page as search
 from .http_errors import MethodNotAllowed, Missing, to_http
 from .params import int_param
+from .static_files import static_url
 
 DEFAULT_K = 20
 TRUE_VALUES = {"1", "true", "on", "yes"}
@@ -420,7 +421,7 @@ async def map_view(datasette, request) -> dict:
     data.update(urls)
     data["points_url"] = _url(urls["map_url"] + ".json", [("model", data["model"])])
     data["records_url"] = urls["map_url"] + "/records.json"
-    data["script_url"] = datasette.urls.static_plugins("datasette_embeddings", "map.js")
+    data["script_url"] = static_url(datasette, "map.js")
     data["json_url"] = data["points_url"]
     for m in data["models"]:
         m["url"] = _url(urls["map_url"], [("model", m["label"])])

@@ -1,0 +1,29 @@
+"""The URL of one of our static files, whatever name the installed distribution has.
+
+Datasette serves a plugin's ``static/`` folder under the plugin's *distribution*
+name (``/-/static-plugins/<name>/``), not its module name, and that name depends on
+how the package was installed (a wheel of this project, an older checkout's
+editable install).  So the name is looked up from Datasette's own list of plugins,
+by the folder it serves.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+STATIC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
+
+
+@functools.lru_cache(maxsize=1)
+def plugin_name() -> str:
+    from datasette.plugins import get_plugins
+
+    for plugin in get_plugins():
+        path = plugin.get("static_path")
+        if path and os.path.realpath(path) == os.path.realpath(STATIC):
+            return plugin["name"]
+    return "datasette_embeddings"  # not registered as a plugin (a bare import): the module name
+
+
+def static_url(datasette, filename: str) -> str:
+    return datasette.urls.static_plugins(plugin_name(), filename)
