@@ -25,18 +25,22 @@ _YAML_BLOCK = re.compile(r"^```ya?ml\s*\n(.*?)^```", re.M | re.S)
 
 
 def _sections(text: str) -> list[tuple[str, str]]:
-    """(heading, body) pairs; a ``#`` line inside a fenced block is a comment, not a heading."""
-    sections: list[tuple[str, list[str]]] = [("", [])]
+    """(heading, text) pairs, a section's text running to the next heading of its level or higher,
+    so its subsections are part of it; a ``#`` line inside a fenced block is a comment, not a heading."""
+    headings: list[tuple[int, str, int]] = []  # level, title, line number
+    lines = text.splitlines()
     in_code = False
-    for line in text.splitlines():
+    for number, line in enumerate(lines):
         if _FENCE.match(line):
             in_code = not in_code
         heading = None if in_code else _HEADING.match(line)
         if heading:
-            sections.append((heading.group(2), []))
-        else:
-            sections[-1][1].append(line)
-    return [(title, "\n".join(body)) for title, body in sections]
+            headings.append((len(heading.group(1)), heading.group(2), number))
+    sections = []
+    for i, (level, title, start) in enumerate(headings):
+        end = next((n for lv, _, n in headings[i + 1:] if lv <= level), len(lines))
+        sections.append((title, "\n".join(lines[start + 1:end])))
+    return sections
 
 
 def _walk(group: click.Group, path: tuple[str, ...] = ()):
