@@ -428,7 +428,7 @@ def load_file(store: Store, source: str, *, batch_size: int = 4096, progress: Pr
 
             def prepared() -> Iterator[tuple[RecordBatch, dict[str, list]]]:
                 # runs in the reader thread: only it touches seen_dims and the per-model counts
-                for batch in read_batches(path, batch_size=batch_size, layout=layout):
+                for batch in read_batches(path, batch_size=batch_size, layout=layout, comparable=True):
                     report.nonconforming += batch.nonconforming
                     yield batch, rows_by_model(batch, seen_dims, report.per_provider_model)
 

@@ -25,13 +25,13 @@ from . import oembeddings
 from .footer import FileStats
 from .attributes import attribute_dicts as _attribute_dicts, clean_attributes as _clean_attributes, is_string as _is_string
 from .layouts import Layout, ResolvedLayout
+from ..storage.vectors import MAX_DIMENSIONS, MAX_NORM, MIN_NORM, norm_problem
 
 REQUIRED_COLUMNS = ("provider", "depiction_id", "subject_id", "model", "embeddings", "created", "attributes")
 STRING_COLUMNS = ("provider", "depiction_id", "subject_id", "model")
 #: ids may be numbers in files written from numeric catalogues; they are stored as text
 NUMERIC_ID_COLUMNS = ("depiction_id", "subject_id")
 MAX_ID_LENGTH = 1024
-MAX_DIMENSIONS = 8192  # sqlite-vec's own limit for float[] columns
 MAX_CREATED = 2**63 - 1  # a uint64 column can hold more than SQLite can store
 
 CANONICAL_SCHEMA = pa.schema(
@@ -188,8 +188,15 @@ def resolve_layout(pf: pq.ParquetFile, layout: Layout, path: str) -> ResolvedLay
     return resolved
 
 
-def read_batches(path: str, *, batch_size: int = 4096, layout: Layout | None = None) -> Iterator[RecordBatch]:
-    """Stream validated batches of at most ``batch_size`` rows and, roughly, :data:`BATCH_BYTES`."""
+def read_batches(
+    path: str, *, batch_size: int = 4096, layout: Layout | None = None, comparable: bool = False
+) -> Iterator[RecordBatch]:
+    """Stream validated batches of at most ``batch_size`` rows and, roughly, :data:`BATCH_BYTES`.
+
+    ``comparable`` (what ``load`` asks for) also refuses vectors without a cosine:
+    all zeros, or lengths that overflow or underflow float32 (see ``vectors.MIN_NORM``).
+    Reading a file for other purposes keeps every finite float exactly.
+    """
     pf = open_parquet(path, layout)
     resolved = None if layout is None or layout.is_identity else resolve_layout(pf, layout, path)
     if resolved is None:
@@ -210,7 +217,7 @@ def read_batches(path: str, *, batch_size: int = 4096, layout: Layout | None = N
             if resolved is not None:
                 try:
                     batch = resolved.transform(batch, first_row=row)
-                    converted = convert_batch(batch, first_row=row)
+                    converted = convert_batch(batch, first_row=row, comparable=comparable)
                 except RecordError as ex:
                     # name the user's column, not our field
                     column = resolved.origin.get(ex.field or "")
@@ -218,7 +225,7 @@ def read_batches(path: str, *, batch_size: int = 4096, layout: Layout | None = N
                         raise RecordError(f"{ex.message} (read as {ex.field})", source=ex.source, row=ex.row, field=column) from None
                     raise
             else:
-                converted = convert_batch(batch, first_row=row)
+                converted = convert_batch(batch, first_row=row, comparable=comparable)
             converted.ignored_columns = extra
             row += len(converted)
             yield converted
@@ -364,7 +371,7 @@ def _string_map_json(arr: pa.Array) -> list[str] | None:
     return pc.binary_join_element_wise("{", pc.binary_join(per_row, ","), "}", "").to_pylist()
 
 
-def _embeddings(arr: pa.Array, first_row: int) -> tuple[list[bytes], np.ndarray]:
+def _embeddings(arr: pa.Array, first_row: int, comparable: bool = False) -> tuple[list[bytes], np.ndarray]:
     """Validated vectors as vec0's float32 BLOBs, and the dimension count of each row."""
     n = len(arr)
     if arr.null_count:
@@ -402,6 +409,8 @@ def _embeddings(arr: pa.Array, first_row: int) -> tuple[list[bytes], np.ndarray]
             f"holds a NaN or infinite value at position {bad - int(offsets[row])}", row=first_row + row, field="embeddings"
         )
     flat = flat.astype("<f4", copy=False)
+    if comparable:
+        _check_lengths(flat, lengths, offsets, first_row)
     if n and (lengths == lengths[0]).all():
         # one BLOB per row straight from the matrix, as numpy's fixed-size byte strings
         blobs = flat.reshape(n, int(lengths[0])).view(f"V{int(lengths[0]) * 4}").ravel().tolist()
@@ -411,7 +420,30 @@ def _embeddings(arr: pa.Array, first_row: int) -> tuple[list[bytes], np.ndarray]
     return blobs, lengths
 
 
-def convert_batch(batch: pa.RecordBatch, *, first_row: int = 0) -> RecordBatch:
+def _check_lengths(flat: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, first_row: int) -> None:
+    """Refuse a zero vector or one too long to compare (see ``vectors.MIN_NORM``): cosine is undefined.
+
+    Squares are summed in float32, as vec0 sums them: a length that overflows there
+    is infinite here and refused, one that underflows is zero and refused.
+    """
+    if not len(lengths):
+        return
+    with np.errstate(over="ignore", under="ignore"):
+        if (lengths == lengths[0]).all():
+            rows = flat.reshape(len(lengths), int(lengths[0]))
+            norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+        else:
+            norms = np.sqrt(np.add.reduceat(flat * flat, offsets[:-1].astype(np.int64)))
+    bad = ~((norms >= MIN_NORM) & (norms <= MAX_NORM))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise RecordError(
+            f"cannot be compared by cosine similarity: {norm_problem(float(norms[i]))}",
+            row=first_row + i, field="embeddings",
+        )
+
+
+def convert_batch(batch: pa.RecordBatch, *, first_row: int = 0, comparable: bool = False) -> RecordBatch:
     """Validate one Arrow batch and turn it into plain values (the only conversion path)."""
     col = {name: batch.column(batch.schema.get_field_index(name)) for name in REQUIRED_COLUMNS}
     provider = _decode_strings(col["provider"], "provider", first_row, required=True)
@@ -420,7 +452,7 @@ def convert_batch(batch: pa.RecordBatch, *, first_row: int = 0) -> RecordBatch:
     subject_raw = _decode_strings(col["subject_id"], "subject_id", first_row, required=False)
     # a depiction without a subject is its own subject
     subject_id = [s if s else d for s, d in zip(subject_raw, depiction_id)]
-    vectors, dimensions = _embeddings(col["embeddings"], first_row)
+    vectors, dimensions = _embeddings(col["embeddings"], first_row, comparable)
     attributes = _attributes(col["attributes"], first_row)
     problems = oembeddings.problem_masks(col["attributes"])
     if problems is None:  # other attribute layouts: checked from the stored JSON

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..config import IndexSettings
 from ..storage.store import data_version
-from ..storage.vectors import VECTOR_DTYPE
+from ..storage.vectors import MAX_NORM, MIN_NORM, VECTOR_DTYPE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .filters import NeighbourFilter
@@ -110,6 +110,8 @@ class ModelIndex:
     ids: np.ndarray  # int64, row -> record id
     matrix: np.ndarray  # float32 (rows, dims), unit rows
     providers: dict[str, tuple[int, int]]  # provider -> [start, stop) rows
+    # rows whose stored vector has no cosine (zero or too long): zero in ``matrix``, never a result
+    unusable_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     by_id: np.ndarray = field(init=False)  # rows sorted by id, for id -> row
     ann: _Ann | None = None
     ann_state: str = "none"  # none | building | ready | failed
@@ -298,6 +300,7 @@ def _build_once(conn, model: "ModelInfo", token: tuple) -> ModelIndex:
     by_id = np.argsort(ids, kind="stable")
     matrix = np.empty((n, dims), dtype=np.float32)
     filled = 0
+    unusable: list[np.ndarray] = []
     cursor = conn.execute(f"select id, embedding from {model.vec_table}")
     while batch := cursor.fetchmany(8192):
         batch_ids, blobs = zip(*batch)
@@ -308,15 +311,24 @@ def _build_once(conn, model: "ModelInfo", token: tuple) -> ModelIndex:
         if not np.array_equal(ids[first_read], wanted):
             raise _ChangedWhileReading
         block = np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE).reshape(len(batch), dims)
-        norms = np.linalg.norm(block, axis=1)
-        norms[norms == 0] = 1.0
-        matrix[place[first_read]] = block / norms[:, None]
+        with np.errstate(over="ignore", under="ignore"):
+            norms = np.linalg.norm(block, axis=1)
+        bad = ~((norms >= MIN_NORM) & (norms <= MAX_NORM))  # also NaN: vectors.MIN_NORM says why
+        norms[bad] = 1.0
+        rows_here = place[first_read]
+        matrix[rows_here] = block / norms[:, None]
+        if bad.any():
+            matrix[rows_here[bad]] = 0.0
+            unusable.append(rows_here[bad])
         filled += len(batch)
     if filled != n:
         raise _ChangedWhileReading
     bounds = np.searchsorted(ranks[order], np.arange(len(names) + 1))
     grouped = {name: (int(bounds[r]), int(bounds[r + 1])) for r, name in enumerate(names)}
-    return ModelIndex(label=model.label, token=token, ids=ids[order], matrix=matrix, providers=grouped)
+    return ModelIndex(
+        label=model.label, token=token, ids=ids[order], matrix=matrix, providers=grouped,
+        unusable_rows=np.sort(np.concatenate(unusable)) if unusable else np.empty(0, dtype=np.int64),
+    )
 
 
 def estimated_bytes(model: "ModelInfo", settings: IndexSettings = DEFAULT_SETTINGS) -> int:
@@ -433,7 +445,7 @@ def search(
                 "select id from records where subject_id = ? and model = ?", [flt.exclude_subject, model.label]
             )
         ]
-    excluded_rows = np.unique(index.rows_for_ids(excluded_ids))
+    excluded_rows = np.unique(np.concatenate([index.rows_for_ids(excluded_ids), index.unusable_rows]))
     selected = sum(stop - start for start, stop in ranges)
     if index.ann is not None and selected >= settings.ann_threshold:
         found = index.approximate(query, k, ranges, excluded_rows)

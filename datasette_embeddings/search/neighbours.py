@@ -39,26 +39,31 @@ class BuildReport:
     seconds: float
 
 
-def top_k_blocks(matrix: np.ndarray, k: int, *, block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def top_k_blocks(
+    matrix: np.ndarray, k: int, *, block_rows: int | None = None, unusable_rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """For every row of a unit-row matrix, the k most similar other rows: ``(rows (n, k), similarities (n, k))``.
 
     One (block x n) product at a time keeps memory near ``block_rows * n * 4`` bytes
     (the blocked product of :func:`links.top_k_between`, with each row's own column excluded).
+    ``unusable_rows`` (vectors without a cosine) are nobody's neighbour: their similarity is -inf.
     """
+    if unusable_rows is not None and len(unusable_rows):
+        # score only the comparable rows (a copy, only when some are not), then map back
+        keep = np.ones(len(matrix), dtype=bool)
+        keep[unusable_rows] = False
+        rows = np.flatnonzero(keep)
+        sub_rows, sub_sims = top_k_blocks(matrix[rows], k, block_rows=block_rows)
+        k = sub_rows.shape[1]
+        rows_out = np.zeros((len(matrix), k), dtype=np.int64)
+        sims_out = np.full((len(matrix), k), -np.inf, dtype=np.float32)
+        rows_out[rows] = rows[sub_rows]
+        sims_out[rows] = sub_sims
+        return rows_out, sims_out
     n = len(matrix)
     k = min(k, max(n - 1, 0))
     itself = np.arange(n, dtype=np.int64)
     return top_k_between(matrix, matrix, k, block_rows=block_rows, exclude=np.stack([itself, itself + 1], axis=1))
-    for start in range(0, n, block_rows):
-        stop = min(start + block_rows, n)
-        scores = matrix[start:stop] @ matrix.T
-        scores[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not its own neighbour
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        rows_out[start:stop] = np.take_along_axis(top, order, axis=1)
-        sims_out[start:stop] = np.take_along_axis(top_scores, order, axis=1)
-    return rows_out, sims_out
 
 
 def build(conn, models: Sequence[str] = (), k: int = 10, progress: Callable[[str], None] | None = None) -> list[BuildReport]:
@@ -76,7 +81,8 @@ def build(conn, models: Sequence[str] = (), k: int = 10, progress: Callable[[str
         started = time.perf_counter()
         token = data_version(conn, model.label)
         index = fast_index.build(conn, model, token)
-        rows, sims = top_k_blocks(index.matrix, k)
+        rows, sims = top_k_blocks(index.matrix, k, unusable_rows=index.unusable_rows)
+        lonely = set(index.unusable_rows.tolist())  # a vector without a cosine has no neighbours
         ids = index.ids
         seconds = time.perf_counter() - started
         conn.execute("begin immediate")
@@ -88,7 +94,9 @@ def build(conn, models: Sequence[str] = (), k: int = 10, progress: Callable[[str
                 (
                     (model.label, int(ids[i]), rank + 1, int(ids[rows[i, rank]]), float(sims[i, rank]))
                     for i in range(len(ids))
+                    if i not in lonely
                     for rank in range(stored_k)
+                    if np.isfinite(sims[i, rank])
                 ),
             )
             conn.execute(

@@ -10,6 +10,7 @@ Similarity is cosine similarity (1 = same direction); vec0's ``distance`` on a
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ from ..errors import SimilarityError, SimilarityNotFound
 from . import memory_index as fast_index, neighbours
 from .filters import MAX_K, Neighbour, NeighbourFilter, check_k
 from ..storage.store import ModelInfo, Store, record_from_row
-from ..storage.vectors import to_blob
+from ..storage.vectors import is_comparable, to_blob
 
 def nearest_ids(
     conn, model: ModelInfo, vector: np.ndarray, k: int, flt: NeighbourFilter = NeighbourFilter(),
@@ -28,9 +29,13 @@ def nearest_ids(
     """Top-k ``(record id, similarity)`` for ``vector`` among ``model``'s records.
 
     The in-memory index (fast_index) answers when it can; vec0 is the fallback
-    and the reference the tests hold the fast path to.
+    and the reference the tests hold the fast path to.  A vector without a cosine
+    (all zeros, or too long: see ``vectors.MIN_NORM``) has no neighbours, and such
+    stored vectors are never anyone's neighbour.
     """
     vector = _checked_query(model, vector, k)
+    if not is_comparable(vector):
+        return []
     found = fast_index.search(conn, model, vector, k, flt, exclude_ids, settings)
     if found is not None:
         return found
@@ -53,14 +58,32 @@ def vec0_nearest_ids(
 ) -> list[tuple[int, float]]:
     """The same answer as :func:`nearest_ids`, always by vec0's exact KNN scan (filters inside the scan)."""
     vector = _checked_query(model, vector, k)
+    if not is_comparable(vector):
+        return []
     where, params = flt.sql()
     ask = min(k + len(exclude_ids), 4096)
-    rows = conn.execute(
-        f"select id, distance from {model.vec_table} where embedding match ? and k = ?{where} order by distance",
-        [to_blob(vector), ask, *params],
-    ).fetchall()
     skip = set(exclude_ids)
-    return [(rid, 1.0 - float(dist)) for rid, dist in rows if rid not in skip][:k]
+    while True:
+        rows = conn.execute(
+            f"select id, distance from {model.vec_table} where embedding match ? and k = ?{where} order by distance",
+            [to_blob(vector), ask, *params],
+        ).fetchall()
+        # a stored vector without a cosine (loaded before load refused them) has a NULL or
+        # infinite distance, or (overflowing) exactly 1.0: it is nobody's neighbour, and the
+        # scan is widened to still find k
+        good = [
+            (rid, 1.0 - float(dist)) for rid, dist in rows
+            if dist is not None and math.isfinite(dist) and rid not in skip
+            and (dist != 1.0 or _stored_is_comparable(conn, model, rid))
+        ]
+        if len(good) >= k or len(rows) < ask or ask >= 4096:
+            return good[:k]
+        ask = min(4096, ask * 2 + (len(rows) - len(good)))
+
+
+def _stored_is_comparable(conn, model: ModelInfo, record_id: int) -> bool:
+    row = conn.execute(f"select embedding from {model.vec_table} where id = ?", [record_id]).fetchone()
+    return row is not None and is_comparable(np.frombuffer(row[0], dtype="<f4"))
 
 
 def with_records(conn, pairs: list[tuple[int, float]]) -> list[Neighbour]:

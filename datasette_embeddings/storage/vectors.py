@@ -17,6 +17,19 @@ import numpy as np
 #: the one encoding of a stored vector
 VECTOR_DTYPE = "<f4"
 
+#: sqlite-vec's own limit for ``float[N]`` columns; no vector anywhere in the package is longer
+MAX_DIMENSIONS = 8192
+#: a JSON array of MAX_DIMENSIONS numbers written out in full ("-1.2345678901234567e-300, ") fits here
+MAX_JSON_CHARS = MAX_DIMENSIONS * 32
+
+#: Euclidean lengths a stored vector may have.  vec0 computes cosine distance in float32:
+#: a zero vector has no direction (vec0 answers NULL), a vector of 3e38 values overflows its
+#: squared length (NULL or 1.0 for every pair) and one of 1e-30 values underflows (-inf).
+#: Between these bounds every square, length and dot product stays a normal float32, so
+#: cosine similarity is defined and exact enough; real embeddings have lengths near 1 to 100.
+MIN_NORM = 1e-12
+MAX_NORM = 1e12
+
 
 class VectorError(ValueError):
     """A value could not be read as a vector."""
@@ -38,10 +51,22 @@ def from_blob(blob: bytes) -> np.ndarray:
 
 
 def parse_vector(value: Any) -> np.ndarray:
-    """Read a vector given as a float32 BLOB or a JSON array (the two forms sqlite-vec accepts)."""
+    """Read a vector given as a float32 BLOB or a JSON array (the two forms sqlite-vec accepts).
+
+    The size is checked before anything is decoded (a 400 MB ``randomblob`` is refused
+    from its length alone), and NaN or infinite numbers are an error, never a NULL result.
+    """
     if isinstance(value, (bytes, bytearray, memoryview)):
+        if len(value) > MAX_DIMENSIONS * 4:
+            raise VectorError(
+                f"the BLOB holds {len(value) // 4:,} float32 numbers; at most {MAX_DIMENSIONS:,} dimensions are supported"
+            )
         arr = from_blob(bytes(value))
     elif isinstance(value, str):
+        if len(value) > MAX_JSON_CHARS:
+            raise VectorError(
+                f"the JSON array is {len(value):,} characters long; vectors have at most {MAX_DIMENSIONS:,} dimensions"
+            )
         try:
             parsed = json.loads(value)
         except ValueError as ex:
@@ -55,15 +80,36 @@ def parse_vector(value: Any) -> np.ndarray:
         raise VectorError(f"expected a float32 BLOB or a JSON array, got {type(value).__name__}")
     if arr.size == 0:
         raise VectorError("the vector is empty")
+    if arr.size > MAX_DIMENSIONS:
+        raise VectorError(f"the vector has {arr.size:,} dimensions; at most {MAX_DIMENSIONS:,} are supported")
+    if not np.isfinite(arr).all():
+        raise VectorError(f"the vector holds a NaN or infinite number at position {int(np.argmin(np.isfinite(arr)))}")
     return arr
+
+
+def norm_problem(norm: float) -> str | None:
+    """Why a vector of this Euclidean length cannot be compared by cosine, or None when it can."""
+    if not np.isfinite(norm) or norm > MAX_NORM:
+        return f"its length (Euclidean norm) is too large to compare (at most {MAX_NORM:g})"
+    if norm < MIN_NORM:
+        return "it is all zeros (or nearly): a vector without a direction has no cosine similarity"
+    return None
+
+
+def is_comparable(vector: np.ndarray) -> bool:
+    """Whether cosine similarity with this vector is defined (see MIN_NORM / MAX_NORM): the
+    record pages, ``embeddings_nearest`` and the fast index give such a vector no neighbours."""
+    return norm_problem(float(np.linalg.norm(np.asarray(vector, dtype=np.float64)))) is None
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine similarity (1 = same direction); vec0's cosine distance is 1 minus this."""
     if a.shape != b.shape:
         raise VectorError(f"vectors differ in length: {a.shape[0]} and {b.shape[0]}")
+    a = a.astype(np.float64)  # float64 throughout: 3e38-valued float32 vectors overflow in float32
+    b = b.astype(np.float64)
     na = float(np.linalg.norm(a))
     nb = float(np.linalg.norm(b))
     if na == 0.0 or nb == 0.0:
         raise VectorError("cosine similarity is undefined for a zero vector")
-    return float(np.dot(a.astype(np.float64), b.astype(np.float64)) / (na * nb))
+    return float(np.dot(a / na, b / nb))
