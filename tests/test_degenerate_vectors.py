@@ -141,6 +141,21 @@ def test_neighbors_table_leaves_degenerate_vectors_out(bad_db):
     assert stored and not {r for r, _ in stored} & bad and not {n for _, n in stored} & bad
 
 
+def test_links_leave_degenerate_vectors_out(bad_db):
+    from datasette_embeddings.search import links
+
+    db, ids = bad_db
+    conn = connect(str(db))
+    try:
+        links.compute(conn, "met", ["rijks"], k=5)
+        links.compute(conn, "rijks", ["met"], k=5)
+        found = conn.execute("select source_id, target_id from links").fetchall()
+    finally:
+        conn.close()
+    bad = set(ids.values())
+    assert found and not {s for s, _ in found} & bad and not {t for _, t in found} & bad
+
+
 # ---------------------------------------------------------------- vec_cosine on hostile input
 @pytest.fixture
 def sql():

@@ -238,6 +238,12 @@ def _side(conn, index: fast_index.ModelIndex, model: ModelInfo, provider: str, l
         keep = np.isin(ids, index.ids[matrix_rows])
         rows = [r for r, kept in zip(rows, keep) if kept]
         ids = ids[keep]
+    if len(index.unusable_rows) and len(matrix_rows):
+        # a vector without a cosine (vectors.MIN_NORM) links to nothing and nothing links to it
+        usable = ~np.isin(matrix_rows, index.unusable_rows)
+        if not usable.all():
+            matrix_rows, ids = matrix_rows[usable], ids[usable]
+            rows = [r for r, kept in zip(rows, usable) if kept]
     return Side(
         provider=provider,
         rows=matrix_rows,
