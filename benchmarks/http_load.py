@@ -66,12 +66,13 @@ def query_image() -> bytes:
     return buffer.getvalue()
 
 
-def start_server(db: str, port: int) -> subprocess.Popen:
+def start_server(db: str, port: int, *, metadata: str | None = None, immutable: bool = True) -> subprocess.Popen:
+    """``datasette serve`` on 127.0.0.1 (``-i`` unless a load will write to ``db`` meanwhile)."""
     exe = os.path.join(os.path.dirname(sys.executable), "datasette")
-    proc = subprocess.Popen(
-        [exe, "serve", "-i", db, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    args = [exe, "serve", "-i" if immutable else "", db, "--host", "127.0.0.1", "--port", str(port)]
+    if metadata:
+        args += ["--metadata", metadata]
+    proc = subprocess.Popen([a for a in args if a], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline:
         try:

@@ -40,6 +40,12 @@ class UnsupportedMediaType(Base400):
     status = 415
 
 
+class HeaderFieldsTooLarge(Base400):
+    """431: a multipart part's headers beyond the upload parser's limits (web/uploads.py)."""
+
+    status = 431
+
+
 def to_http(error: EmbeddingsError) -> Base400:
     """The Datasette exception for a domain error; its message is shown as it is."""
     message = str(error)

@@ -223,8 +223,7 @@ async def search_view(datasette, request) -> dict:
     config = settings.embedding
     form = search.SearchForm()
     if request.method == "POST":
-        body = await search.read_body(request.receive, config.max_upload_bytes)
-        form = search.parse_body(request.headers.get("content-type", ""), body)
+        form = await search.read_form(request.receive, request.headers, config.max_upload_bytes)
         if request.headers.get("content-type", "").lower().startswith("multipart/"):
             search.check_csrf(request.scope, request.headers, form)  # asgi-csrf skips these: see search.py
     # the query string also counts, so API clients can POST raw image bytes to ?model=...&k=...

@@ -2,15 +2,13 @@
 
 Query-time embedding belongs to :mod:`embedding.runtime`, and which llm model
 embeds a stored label to :mod:`embedding.resolver`; this module never knows which
-llm plugin does the work.  Uploads
-are read with a hard byte limit before anything parses them, checked to be an
-image format we accept, and only then handed to the model.  CSRF is Datasette's
+llm plugin does the work.  Request bodies are read by :mod:`uploads` (streaming,
+limited, off the event loop), checked to be an image format we accept, and only
+then handed to the model.  CSRF is Datasette's
 (asgi-csrf): the HTML form carries the ``csrftoken`` field before the file.
 """
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import io
 import re
 import secrets
@@ -24,6 +22,9 @@ from datasette.utils.asgi import Forbidden
 from ..config import EmbeddingConfig, IndexSettings
 from ..embedding import resolver, runtime
 from ..errors import EmbeddingError, InvalidRequestError, NotFoundError, TooLargeError, UnsupportedMediaError
+
+from . import uploads
+from .http_errors import HeaderFieldsTooLarge
 from ..search import keywords
 from ..search.filters import MAX_K, NeighbourFilter, check_k
 from ..search.similarity import similar_to_vector, with_records
@@ -82,48 +83,24 @@ class SearchForm:
         return list(self.fields.get(name, []))
 
 
-async def read_body(receive: Callable, image_limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes the image limit plus the form's room."""
-    limit = image_limit + FORM_OVERHEAD_BYTES
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(image_limit)
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return b"".join(chunks)
+def form_limits(image_limit: int) -> uploads.FormLimits:
+    """The body limits of a search request: the image limit plus the form's room."""
+    return uploads.FormLimits(max_upload_bytes=image_limit, max_overhead_bytes=FORM_OVERHEAD_BYTES)
 
 
-def parse_body(content_type: str, body: bytes) -> SearchForm:
-    """A multipart form (the HTML page) or a raw image body (API clients)."""
-    ctype = (content_type or "").split(";", 1)[0].strip().lower()
-    if ctype.startswith("image/"):
-        return SearchForm(image=body)
-    if ctype != "multipart/form-data":
-        raise UnsupportedMediaError(
-            f"unsupported Content-Type '{ctype or 'none'}': send multipart/form-data with an 'image' file, or the image bytes as image/jpeg, image/png, image/gif or image/webp"
-        )
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
-    )
-    if not message.is_multipart():
-        raise InvalidRequestError("malformed multipart/form-data body")
-    form = SearchForm()
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not name:
-            continue
-        payload = part.get_payload(decode=True) or b""
-        if part.get_filename() is not None or name == "image":
-            if name == "image" and payload:
-                form.image = payload
-            continue
-        form.fields.setdefault(name, []).append(payload.decode("utf-8", "replace"))
+async def read_form(receive: Callable, headers: dict, image_limit: int) -> SearchForm:
+    """The search form of a POST: a raw image body or multipart/form-data; 4xx beyond any limit."""
+    try:
+        body = await uploads.read_form(receive, headers, form_limits(image_limit))
+    except uploads.UploadError as ex:
+        if ex.status == 413:
+            raise TooLargeError(str(ex)) from None
+        if ex.status == 415:
+            raise UnsupportedMediaError(str(ex)) from None
+        if ex.status == 431:
+            raise HeaderFieldsTooLarge(str(ex)) from None
+        raise InvalidRequestError(str(ex)) from None
+    form = SearchForm(image=body.image, fields=body.fields)
     return form
 
 
