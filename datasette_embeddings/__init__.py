@@ -37,9 +37,13 @@ def prepare_connection(conn, database, datasette):
     from .sql import functions
     from .storage import connection, hidden_tables
 
+    from .search import memory_index
+
     connection.load_vec(conn)
     hidden_tables.remember_vec_tables(conn, database)
     functions.register_functions(conn, config.for_datasette(datasette))
+    # this connection serves requests: its queries never build a fast index, the builder thread does
+    memory_index.mark_served(conn)
 
 
 @hookimpl

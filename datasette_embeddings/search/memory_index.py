@@ -15,9 +15,21 @@ read-only published database needs no extra files.  Reading 100,000 x 512
 vectors from vec0 takes under a second (1,000,000 x 512: 42 s measured with an
 earlier row-by-row read), once per process and model.  Datasette's ``startup``
 hook builds every model's index in a background thread (``warm``, see
-:mod:`index_warmup`), so that time is not spent on the first query; a query that
-arrives while its model is being built waits for that build instead of starting
-a second one.
+:mod:`index_warmup`), so that time is not spent on the first query.
+
+No request ever builds an index or waits for one.  On a connection Datasette
+serves requests with (marked by :func:`mark_served`), a query whose model has no
+current index is answered by vec0's exact scan, and the build is handed to one
+builder thread that reads on a private read-only connection, in one read
+transaction (one snapshot, so a load committing meanwhile cannot tear it).  Why:
+a request that built the index held a lock other requests waited for *while they
+held their own connection's SQLite mutex* (inside ``embeddings_nearest``); the
+garbage collector, run in the building thread, finalised a cursor of such a
+connection and waited for its mutex: every database request hung for good (issue
+12).  The request side therefore takes no lock the builder holds: the cache is
+read without a lock (publishing an index is one dict assignment) and builds are
+requested through a lock-free queue.  Connections we opened ourselves (the CLI,
+benchmarks, tests) build synchronously, as before.
 
 Staleness: each query compares the model's data version (``storage.store.data_version``,
 one primary-key read) with the one the index was built from.
@@ -32,8 +44,10 @@ index to return k rows.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -51,6 +65,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..storage.store import ModelInfo, Store
 
 DEFAULT_SETTINGS = IndexSettings()
+BUILDER_THREAD_NAME = "datasette-embeddings-index-builder"
+#: after an index is dropped to make room (or its build failed), it is not built again for this
+#: long (vec0 answers meanwhile): two models that do not fit together would otherwise rebuild in turn
+REBUILD_COOLDOWN_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ the index of one model
@@ -202,14 +222,25 @@ class _Cache:
         self.lock = threading.Lock()
         self.indexes: OrderedDict[tuple[str, str], ModelIndex] = OrderedDict()
         self.build_locks: dict[tuple[str, str], threading.Lock] = {}
+        self.evicted_at: dict[tuple[str, str], float] = {}
 
     def get(self, key: tuple[str, str], token: tuple) -> ModelIndex | None:
-        with self.lock:
-            index = self.indexes.get(key)
-            if index is not None and index.token == token:
-                self.indexes.move_to_end(key)
-                return index
+        """The current index, without blocking: requests call this while SQLite may hold their mutex.
+
+        A dict read is atomic under the GIL and an index is complete before it is
+        published, so no lock is needed to read; the recency update is skipped when
+        another thread holds the lock (the order is a hint for eviction, not a promise).
+        """
+        index = self.indexes.get(key)
+        if index is None or index.token != token:
             return None
+        if self.lock.acquire(blocking=False):
+            try:
+                if key in self.indexes:
+                    self.indexes.move_to_end(key)
+            finally:
+                self.lock.release()
+        return index
 
     def holds(self, key: tuple[str, str], token: tuple) -> bool:
         """Whether a current index is held, without making it the most recently used."""
@@ -235,14 +266,128 @@ class _Cache:
 
     def _evict(self, budget: float) -> None:
         while len(self.indexes) > 1 and sum(i.nbytes for i in self.indexes.values()) > budget:
-            self.indexes.popitem(last=False)
+            evicted, _ = self.indexes.popitem(last=False)
+            self.evicted_at[evicted] = time.monotonic()
 
     def clear(self) -> None:
         with self.lock:
             self.indexes.clear()
+            self.evicted_at.clear()
 
 
 _cache = _Cache()
+
+
+# ------------------------------------------------------------------ building off the request path
+#: ids of the connections Datasette serves requests with (see :func:`mark_served`); pysqlite3
+#: connections take no weak references, so ids are kept: a reused id can only make a
+#: connection of ours answer by vec0 while the builder works, never make a request wait
+_served_connections: set[int] = set()
+
+
+def mark_served(conn) -> None:
+    """Datasette's ``prepare_connection``: queries on ``conn`` never build an index themselves."""
+    _served_connections.add(id(conn))
+
+
+class _Builder:
+    """One daemon thread building requested indexes on private read-only connections.
+
+    Requests only ever call :meth:`request`: a set membership test, a set insert and
+    a ``SimpleQueue.put`` (C code that never waits), so a request can hold its
+    connection's mutex while asking without anything waiting on it in turn.
+    """
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.pending: set[tuple[str, str]] = set()
+        self.thread: threading.Thread | None = None
+        self.idle = threading.Event()
+        self.idle.set()
+        self.builds = 0
+
+    def request(self, path: str, label: str, settings: IndexSettings = DEFAULT_SETTINGS) -> None:
+        key = (path, label)
+        if key in self.pending:
+            return
+        evicted = _cache.evicted_at.get(key)
+        if evicted is not None and time.monotonic() - evicted < REBUILD_COOLDOWN_SECONDS:
+            return
+        self.pending.add(key)
+        self.idle.clear()
+        self.queue.put((path, label, settings))
+        thread = self.thread
+        if thread is None or not thread.is_alive():
+            thread = threading.Thread(target=self._run, name=BUILDER_THREAD_NAME, daemon=True)
+            self.thread = thread
+            thread.start()
+
+    def _run(self) -> None:
+        while True:
+            path, label, settings = self.queue.get()
+            key = (path, label)
+            try:
+                build_from_file(path, label, settings)
+            except Exception as ex:  # vec0 keeps answering; the next query asks again
+                log.warning("datasette-embeddings: could not build the fast index of %s in %s: %s", key[1], key[0], ex)
+            finally:
+                self.builds += 1
+                self.pending.discard(key)
+                if not self.pending:
+                    self.idle.set()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Until no build is queued or running (tests, benchmarks); False on timeout."""
+        return self.idle.wait(timeout)
+
+
+_builder = _Builder()
+
+
+def wait_for_builds(timeout: float | None = None) -> bool:
+    """Block until the builder thread has nothing queued or running; False on timeout."""
+    return _builder.wait_idle(timeout)
+
+
+def open_private(path: str):
+    """A read-only connection of our own to ``path`` (immutable when the file cannot be opened read-only)."""
+    from ..storage import connection as sqlite_conn
+
+    try:
+        conn = sqlite_conn.connect(path, readonly=True)
+        conn.execute("select 1 from sqlite_master limit 1").fetchall()
+        return conn
+    except Exception:
+        return sqlite_conn.connect(path, immutable=True)
+
+
+def build_from_file(path: str, label: str, settings: IndexSettings = DEFAULT_SETTINGS) -> ModelIndex | None:
+    """Build (and cache) the index of model ``label`` of database ``path`` on a private connection.
+
+    One read transaction covers the token and both reads of :func:`build`, so the
+    index is exactly one committed state of the database.  Skips (None) a model that
+    is gone, already current, or too large for the budget.
+    """
+    from ..storage.store import Store
+
+    key = (path, label)
+    with _cache.build_lock(key):  # the startup warm-up builds under the same lock: never twice at once
+        conn = open_private(path)
+        try:
+            conn.execute("begin")
+            model = Store(conn).model(label)
+            if model is None or not settings.enabled or estimated_bytes(model, settings) > settings.max_memory_mb * 1e6:
+                return None
+            token = data_version(conn, label)
+            if _cache.holds(key, token):
+                return None
+            index = build(conn, model, token)
+            conn.execute("commit")
+        finally:
+            conn.close()
+        _cache.put(key, index, settings.max_memory_mb * 1e6)
+    _start_ann(index, settings, False)
+    return index
 
 
 def clear_cache() -> None:
@@ -341,7 +486,12 @@ def estimated_bytes(model: "ModelInfo", settings: IndexSettings = DEFAULT_SETTIN
 def index_for(
     conn, model: "ModelInfo", settings: IndexSettings = DEFAULT_SETTINGS, *, wait_for_ann: bool = False
 ) -> ModelIndex | None:
-    """The current index for ``model`` (building it on first use), or None when vec0 should answer."""
+    """The current index for ``model``, or None when vec0 should answer.
+
+    On a connection Datasette serves (:func:`mark_served`) a missing or stale index is
+    requested from the builder thread and None returned at once: the request never
+    builds or waits.  On other connections (CLI, benchmarks, tests) it is built here.
+    """
     if not settings.enabled or estimated_bytes(model, settings) > settings.max_memory_mb * 1e6:
         return None
     path = database_path(conn)
@@ -351,6 +501,9 @@ def index_for(
     token = data_version(conn, model.label)
     index = _cache.get(key, token)
     if index is None:
+        if id(conn) in _served_connections:
+            _builder.request(path, model.label, settings)
+            return None
         with _cache.build_lock(key):
             index = _cache.get(key, token)
             if index is None:

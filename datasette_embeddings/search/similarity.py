@@ -64,10 +64,8 @@ def vec0_nearest_ids(
     ask = min(k + len(exclude_ids), 4096)
     skip = set(exclude_ids)
     while True:
-        rows = conn.execute(
-            f"select id, distance from {model.vec_table} where embedding match ? and k = ?{where} order by distance",
-            [to_blob(vector), ask, *params],
-        ).fetchall()
+        rows = _knn(conn, f"select id, distance from {model.vec_table} where embedding match ? and k = ?{where} order by distance",
+                    [to_blob(vector), ask, *params])
         # a stored vector without a cosine (loaded before load refused them) has a NULL or
         # infinite distance, or (overflowing) exactly 1.0: it is nobody's neighbour, and the
         # scan is widened to still find k
@@ -79,6 +77,25 @@ def vec0_nearest_ids(
         if len(good) >= k or len(rows) < ask or ask >= 4096:
             return good[:k]
         ask = min(4096, ask * 2 + (len(rows) - len(good)))
+
+
+#: vec0's message when a chunk it is reading was rewritten under it by another connection's commit
+_TORN_READ = "Could not extract"
+
+
+def _knn(conn, sql: str, params: list, attempts: int = 3) -> list:
+    """Run a vec0 KNN, again (on a fresh snapshot) if vec0 reports a chunk changed under it.
+
+    Readers during a load must see the old state or the new one, never an error;
+    a statement started again sees the state after the commit.
+    """
+    for attempt in range(attempts):
+        try:
+            return conn.execute(sql, params).fetchall()
+        except Exception as ex:
+            if _TORN_READ not in str(ex) or attempt == attempts - 1:
+                raise
+    return []  # pragma: no cover
 
 
 def _stored_is_comparable(conn, model: ModelInfo, record_id: int) -> bool:
