@@ -32,6 +32,10 @@ from ..storage.store import database_version, record_from_row
 
 DEFAULT_PAGE_SIZE = 48
 MAX_PAGE_SIZE = 200
+#: values listed per facet (the largest by record count, plus the chosen ones); a "more" link
+#: asks for ten times as many, up to MAX_FACET_SIZE: 50,000 providers made a 5.7 MB page
+DEFAULT_FACET_SIZE = 30
+MAX_FACET_SIZE = 1000
 RECORD_COLUMNS = "id, provider, depiction_id, subject_id, model, created, attributes"
 
 
@@ -289,10 +293,18 @@ def _passes(flt: GalleryFilter, m: str, p: str, t: str) -> tuple[bool, bool, boo
     return (flt.model is None or m == flt.model, not flt.providers or p in flt.providers, flt.type is None or t == flt.type)
 
 
-def _facets(counts: FacetCounts, flt: GalleryFilter) -> dict:
+def largest(counter: dict, limit: int, chosen: Iterable[str] = ()) -> list[str]:
+    """The ``limit`` values with most records (ties by name) plus the chosen ones, sorted by name."""
+    keep = set(heapq.nsmallest(limit, counter, key=lambda v: (-(counter[v] or 0), v))) if len(counter) > limit else set(counter)
+    return sorted(keep | (set(chosen) & set(counter)))
+
+
+def _facets(counts: FacetCounts, flt: GalleryFilter, limit: int = DEFAULT_FACET_SIZE) -> tuple[dict, dict]:
     """Each facet counted under every other current filter; values with nothing there are left out.
 
-    A selected value with no records is kept (so it can be unselected) and says why.
+    A selected value with no records is kept (so it can be unselected) and says why.  At most
+    ``limit`` values are listed per facet (the largest, plus the selected ones); the second dict
+    says how many each facet leaves out.
     """
     providers: Counter = Counter()
     models: Counter = Counter()
@@ -314,13 +326,20 @@ def _facets(counts: FacetCounts, flt: GalleryFilter) -> dict:
             if not counter[v]:
                 item["reason"] = f"no {facet} '{v}' records under the other filters"
             items.append(item)
-        return [i for i in items if i["count"] or i["selected"]]
+        items = [i for i in items if i["count"] or i["selected"]]
+        keep = set(largest({i["value"]: i["count"] for i in items}, limit, chosen))
+        return [i for i in items if i["value"] in keep]
 
-    return {
+    facets = {
         "provider": listing(providers, flt.providers, "provider"),
         "model": listing(models, [flt.model] if flt.model else [], "model"),
         "type": listing(types, [flt.type] if flt.type else [], "type"),
     }
+    hidden = {
+        facet: len({v for v, n in counter.items() if n} - {i["value"] for i in facets[facet]})
+        for facet, counter in (("provider", providers), ("model", models), ("type", types))
+    }
+    return facets, hidden
 
 
 def _total(counts: FacetCounts, flt: GalleryFilter) -> int:
@@ -389,7 +408,8 @@ def _keyword_rows(conn, flt: GalleryFilter, after: int, size: int) -> list:
 
 
 def gallery_page(
-    conn, flt: GalleryFilter, *, after: int = 0, size: int = DEFAULT_PAGE_SIZE, base_url: str, cache_key: str = ""
+    conn, flt: GalleryFilter, *, after: int = 0, size: int = DEFAULT_PAGE_SIZE, base_url: str, cache_key: str = "",
+    facet_size: int = DEFAULT_FACET_SIZE,
 ) -> dict:
     """One page of records matching ``flt`` with ids above ``after``, plus facets."""
     counts = facet_counts(conn, cache_key)
@@ -414,14 +434,14 @@ def gallery_page(
     items = [card(record_from_row(r), None, f"{base_url}/{r[0]}") for r in rows]
     if uncounted:
         # too many matches to count: the facets offer the values, without numbers
-        facets = _facets(counts, flt)
-        for items in facets.values():
-            for item in items:
+        facets, hidden = _facets(counts, flt, facet_size)
+        for listed in facets.values():
+            for item in listed:
                 item["count"] = None
                 item.pop("reason", None)
         total = None
     else:
-        facets = _facets(shown, flt)
+        facets, hidden = _facets(shown, flt, facet_size)
         total = _total(shown, flt)
     return {
         "filters": {"provider": list(flt.providers), "model": flt.model, "type": flt.type, "q": flt.q},
@@ -429,8 +449,18 @@ def gallery_page(
         "counted": not uncounted,
         "empty_reason": empty_reason(counts, flt) if total == 0 or (total is None and not rows) else None,
         "facets": facets,
+        "facets_hidden": hidden,
         "items": items,
         "after": after,
         "size": size,
         "next_after": rows[-1][0] if more else None,
     }
+
+
+def provider_totals(counts: FacetCounts, model: str | None = None) -> Counter:
+    """Records per provider (under ``model`` only, when given)."""
+    totals: Counter = Counter()
+    for (m, p), n in counts.by_model_provider.items():
+        if model is None or m == model:
+            totals[p] += n
+    return totals

@@ -8,7 +8,7 @@ from ..errors import NotFoundError
 from ..search.filters import NeighbourFilter
 from ..search.similarity import similar_to_record
 from ..storage.store import Store, record_from_row
-from .gallery import RECORD_COLUMNS, card, check_filter, facet_counts, neighbour_cards
+from .gallery import RECORD_COLUMNS, card, check_filter, facet_counts, neighbour_cards, provider_totals
 
 
 def sibling_records(conn, record: dict) -> list[dict]:
@@ -108,6 +108,7 @@ def record_page(
         "depictions": subject_depictions(conn, record, base_url),
         # only providers with records under this model: another could only return nothing
         "providers": counts.providers_under(record["model"]),
+        "provider_counts": provider_totals(counts, record["model"]),
         "filters": {
             "k": k,
             "provider": list(flt.providers),

@@ -49,8 +49,29 @@ def _url(path: str, params: list[tuple[str, Any]]) -> str:
     return path + ("?" + urlencode(params) if params else "")
 
 
-def _params(request, drop: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    return [(k, v) for k in request.args.keys() if k not in drop for v in request.args.getlist(k)]
+#: the query parameters each page reads; only these are carried into the links a page makes, so
+#: a 100 KB query string of other parameters is not echoed into every facet link (issue 12)
+GALLERY_PARAMS = ("provider", "model", "type", "size", "facet_size", "after")
+RECORD_PARAMS = ("k", "provider", "exclude_provider", "exclude_subject", "model")
+LINKS_PARAMS = ("from", "to", "model", "level", "comparison", "min", "max", "sort", "size", "k", "after")
+CLUSTERS_PARAMS = ("model", "sort")
+CLUSTER_PARAMS = ("model", "size", "after")
+SIMILAR_PARAMS = ("id", "k", "provider", "exclude_provider")
+EVALUATION_PARAMS = ("positive", "precision", "model")
+COMPARE_RECORD_PARAMS = ("with", "k")
+COMPARE_PARAMS = ("database", "a", "b", "k")
+#: at most this many values of one repeated parameter are carried (the page reads no more)
+MAX_REPEATED_PARAM = 100
+MAX_PARAM_CHARS = 1024
+
+
+def _params(request, keep: tuple[str, ...], drop: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """The page's own query parameters (``keep``), bounded, for building its links."""
+    return [
+        (k, v)
+        for k in keep if k not in drop
+        for v in request.args.getlist(k)[:MAX_REPEATED_PARAM] if len(v) <= MAX_PARAM_CHARS
+    ]
 
 
 async def _database(datasette, request):
@@ -105,16 +126,28 @@ async def gallery_view(datasette, request) -> dict:
     )
     after = int_param(args, "after", 0, 0, 2**63 - 1)
     size = int_param(args, "size", gallery.DEFAULT_PAGE_SIZE, 1, gallery.MAX_PAGE_SIZE)
+    facet_size = int_param(args, "facet_size", gallery.DEFAULT_FACET_SIZE, 1, gallery.MAX_FACET_SIZE)
     base = _base(datasette, db)
     data = await db.execute_fn(
-        lambda conn: gallery.gallery_page(conn, flt, after=after, size=size, base_url=base, cache_key=db.name)
+        lambda conn: gallery.gallery_page(
+            conn, flt, after=after, size=size, base_url=base, cache_key=db.name, facet_size=facet_size
+        )
     )
-    here = _params(request, drop=("after",))
+    here = _params(request, GALLERY_PARAMS, drop=("after",))
     data["next_url"] = _url(base, here + [("after", data["next_after"])]) if data["next_after"] else None
     data["first_url"] = _url(base, here) if after else None
     for facet, items in data["facets"].items():
         for item in items:
             item["url"] = _facet_toggle_url(base, here, facet, item["value"], item["selected"])
+    data["facets_more"] = {
+        facet: {
+            "hidden": hidden,
+            "url": _url(base, [(k, v) for k, v in here if k != "facet_size"]
+                        + [("facet_size", min(gallery.MAX_FACET_SIZE, facet_size * 10))]),
+        }
+        for facet, hidden in data.pop("facets_hidden").items() if hidden
+    }
+    data["json_url"] = _url(base + ".json", here + [("after", after or None)])
     data["clear_url"] = base
     data["count_limit"] = gallery.KEYWORD_COUNT_LIMIT
     data["database"] = db.name
@@ -175,10 +208,14 @@ async def record_view(datasette, request) -> dict:
         {"label": "Only this provider", "url": _url(path, keep + [("provider", this)]), "selected": providers == (this,) and not exclude},
         {"label": "Only other providers", "url": _url(path, keep + [("exclude_provider", this)]), "selected": exclude == (this,) and not providers},
     ]
+    listed = gallery.largest(data.pop("provider_counts"), gallery.DEFAULT_FACET_SIZE, chosen=providers)
     scope += [
         {"label": p, "url": _url(path, keep + [("provider", p)]), "selected": providers == (p,) and not exclude, "provider": True}
-        for p in data["providers"] if p != this
+        for p in listed if p != this
     ]
+    data["providers_total"] = len(data["providers"])
+    data["providers"] = listed  # the largest providers (and the chosen ones), not all 50,000
+    data["providers_more"] = data["providers_total"] - len(listed)
     filters = [("provider", p) for p in providers] + [("exclude_provider", p) for p in exclude]
     for sibling in data["models"]:
         sibling["url"] = _url(f"{base}/{sibling['id']}", filters + keep)
@@ -190,7 +227,7 @@ async def record_view(datasette, request) -> dict:
     data["database"] = db.name
     data["gallery_url"] = base
     data["search_url"] = datasette.urls.database(db.name) + "/-/search"
-    data["json_url"] = _url(path + ".json", _params(request))
+    data["json_url"] = _url(path + ".json", _params(request, RECORD_PARAMS))
     data["max_k"] = MAX_K
     return data
 
@@ -211,7 +248,7 @@ async def address_view(datasette, request):
         rid = await db.execute_fn(lambda conn: record_page.find_by_address(conn, provider, depiction, model))
     except EmbeddingsError as ex:
         raise to_http(ex) from None
-    target = _url(f"{_base(datasette, db)}/{rid}" + (".json" if as_json else ""), _params(request, drop=("model",)))
+    target = _url(f"{_base(datasette, db)}/{rid}" + (".json" if as_json else ""), _params(request, RECORD_PARAMS, drop=("model",)))
     return _respond(datasette, Response.redirect(target))
 
 
@@ -241,6 +278,8 @@ async def search_view(datasette, request) -> dict:
         models, counts, model_label=get("model") or None, text=get("q"), image=form.image, k=k, providers=providers,
         mode=get("mode") or None, keyword_index=has_index,
     )
+    data["providers"] = gallery.largest(gallery.provider_totals(counts), gallery.DEFAULT_FACET_SIZE, chosen=providers)
+    data["providers_more"] = len(counts.providers) - len(data["providers"])
     query = data["query"]
     base = _base(datasette, db)
     if query["text"] and query["mode"] == "keyword":
@@ -325,10 +364,10 @@ async def links_html_or_json(datasette, request) -> dict:
         allowed = await judging.can_judge(datasette, request.actor, db)
         data["judging"] = judging.controls(datasette, request, db, allowed, base)
     data["evaluation_url"] = base + "/evaluation"
-    here = _params(request, drop=("after",))
+    here = _params(request, LINKS_PARAMS, drop=("after",))
     data["next_url"] = _url(base, here + [("after", data["next"])]) if data["next"] else None
     data["first_url"] = _url(base, here) if q.after is not None else None
-    data["json_url"] = _url(base + ".json", _params(request))
+    data["json_url"] = _url(base + ".json", _params(request, LINKS_PARAMS))
     data["csv_url"] = _url(base + ".csv", here)
     data["query"] = {
         "from": q.source, "to": list(q.targets), "model": q.model, "level": q.level, "comparison": q.comparison,
@@ -480,7 +519,7 @@ async def clusters_view(datasette, request) -> dict:
     for m in data["models"]:
         m["url"] = _url(urls["clusters_url"], [("model", m["label"]), ("sort", sort if sort != "size" else None)])
     data["map_page_url"] = _url(urls["map_url"], [("model", data["model"])])
-    data["json_url"] = _url(urls["clusters_url"] + ".json", _params(request))
+    data["json_url"] = _url(urls["clusters_url"] + ".json", _params(request, CLUSTERS_PARAMS))
     return data
 
 
@@ -504,14 +543,14 @@ async def cluster_view(datasette, request) -> dict:
 
     data = await db.execute_fn(page)
     data.update(urls)
-    here = _params(request, drop=("after",))
+    here = _params(request, CLUSTER_PARAMS, drop=("after",))
     path = f"{urls['clusters_url']}/{raw}"
     data["next_url"] = _url(path, here + [("after", data["next_after"])]) if data["next_after"] else None
     data["first_url"] = _url(path, here) if after else None
     data["clusters_page_url"] = _url(urls["clusters_url"], [("model", data["model"])])
     data["map_page_url"] = _url(urls["map_url"], [("model", data["model"])])
     data["more_url"] = _url(urls["similar_url"], [("id", c["id"]) for c in data["members"][:map_page.MAX_SELECTION]])
-    data["json_url"] = _url(path + ".json", _params(request))
+    data["json_url"] = _url(path + ".json", _params(request, CLUSTER_PARAMS))
     return data
 
 
@@ -533,7 +572,7 @@ async def similar_view(datasette, request) -> dict:
 
     data = await db.execute_fn(page)
     data.update(_map_urls(datasette, db))
-    data["json_url"] = _url(request.path + ".json", _params(request))
+    data["json_url"] = _url(request.path + ".json", _params(request, SIMILAR_PARAMS))
     data["max_k"] = MAX_K
     data["ids"] = ids
     return data
@@ -568,7 +607,7 @@ async def evaluation_view(datasette, request) -> dict:
     data["links_url"] = base + "/-/links"
     data["gallery_url"] = base + "/-/gallery"
     data["evaluation_url"] = base + "/-/links/evaluation"
-    data["json_url"] = _url(base + "/-/links/evaluation.json", _params(request))
+    data["json_url"] = _url(base + "/-/links/evaluation.json", _params(request, EVALUATION_PARAMS))
     return data
 
 
@@ -616,7 +655,7 @@ async def compare_record_view(datasette, request) -> dict:
     ]
     data["database"] = db.name
     data["gallery_url"] = base
-    data["json_url"] = _url(path + ".json", _params(request))
+    data["json_url"] = _url(path + ".json", _params(request, COMPARE_RECORD_PARAMS))
     return data
 
 
@@ -643,28 +682,52 @@ async def compare_models_view(datasette, request) -> dict:
     data = await db.execute_fn(lambda conn: compare_page.agreement_page(conn, a, b, k, base))
     data["database"] = db.name
     data["overview_url"] = datasette.urls.path("/-/embeddings")
-    data["json_url"] = _url(datasette.urls.path("/-/embeddings/compare.json"), _params(request))
+    data["json_url"] = _url(datasette.urls.path("/-/embeddings/compare.json"), _params(request, COMPARE_PARAMS))
     return data
+
+
+def only(methods: tuple[str, ...], view: Callable) -> Callable:
+    """Answer ``methods`` with ``view``; HEAD as GET without a body; OPTIONS 200 (a CORS
+    preflight, as Datasette's JSON views answer it); any other method 405, as Datasette does."""
+    allowed = ", ".join(dict.fromkeys(methods + (("HEAD",) if "GET" in methods else ()) + ("OPTIONS",)))
+
+    async def guarded(datasette, request):
+        method = request.method.upper()
+        if method == "OPTIONS":
+            response = Response.text("ok")
+            response.headers["Allow"] = allowed
+            return _respond(datasette, response)
+        if method not in methods and not (method == "HEAD" and "GET" in methods):
+            response = Response.text("Method not allowed", status=405)
+            response.headers["Allow"] = allowed
+            return _respond(datasette, response)
+        response = await view(datasette, request)
+        if method == "HEAD" and hasattr(response, "body"):
+            response.body = b""
+        return response
+
+    return guarded
 
 
 def routes() -> list[tuple[str, Callable]]:
     db = r"^/(?P<database>[^/]+)/-/"
+    get = ("GET",)
     return [
-        (r"^/-/embeddings(?P<format>\.json)?$", overview_view),
-        (r"^/-/embeddings/compare(?P<format>\.json)?$", compare_models_view),
-        (db + r"gallery(?P<format>\.json)?$", gallery_view),
-        (db + r"gallery/similar(?P<format>\.json)?$", similar_view),
-        (db + r"gallery/(?P<record_id>[^/]+?)/compare(?P<format>\.json)?$", compare_record_view),
-        (db + r"map\.json$", map_json_view),
-        (db + r"map/records(?P<format>\.json)$", map_records_view),
-        (db + r"map$", map_view),
-        (db + r"clusters(?P<format>\.json)?$", clusters_view),
-        (db + r"clusters/(?P<cluster>[^/]+?)(?P<format>\.json)?$", cluster_view),
-        (db + r"gallery/(?P<record_id>[^/]+?)(?P<format>\.json)?$", record_view),
-        (db + r"search(?P<format>\.json)?$", search_view),
-        (db + r"links(?P<format>\.json|\.csv)?$", links_view),
-        (db + r"links/evaluation(?P<format>\.json)?$", evaluation_view),
-        (db + r"links/judge(?P<format>\.json)?$", judge_view),
+        (r"^/-/embeddings(?P<format>\.json)?$", only(get, overview_view)),
+        (r"^/-/embeddings/compare(?P<format>\.json)?$", only(get, compare_models_view)),
+        (db + r"gallery(?P<format>\.json)?$", only(get, gallery_view)),
+        (db + r"gallery/similar(?P<format>\.json)?$", only(get, similar_view)),
+        (db + r"gallery/(?P<record_id>[^/]+?)/compare(?P<format>\.json)?$", only(get, compare_record_view)),
+        (db + r"map\.json$", only(get, map_json_view)),
+        (db + r"map/records(?P<format>\.json)$", only(get, map_records_view)),
+        (db + r"map$", only(get, map_view)),
+        (db + r"clusters(?P<format>\.json)?$", only(get, clusters_view)),
+        (db + r"clusters/(?P<cluster>[^/]+?)(?P<format>\.json)?$", only(get, cluster_view)),
+        (db + r"gallery/(?P<record_id>[^/]+?)(?P<format>\.json)?$", only(get, record_view)),
+        (db + r"search(?P<format>\.json)?$", only(("GET", "POST"), search_view)),
+        (db + r"links(?P<format>\.json|\.csv)?$", only(get, links_view)),
+        (db + r"links/evaluation(?P<format>\.json)?$", only(get, evaluation_view)),
+        (db + r"links/judge(?P<format>\.json)?$", only(("GET", "POST"), judge_view)),
         # tilde-encoded segments hold no "/" and no ".", so ".json" can only be the format
-        (db + r"record/(?P<provider>[^/]+)/(?P<depiction>[^/.]+)(?P<format>\.json)?$", address_view),
+        (db + r"record/(?P<provider>[^/]+)/(?P<depiction>[^/.]+)(?P<format>\.json)?$", only(get, address_view)),
     ]
