@@ -194,12 +194,13 @@ def test_a_hostile_body_is_a_4xx_and_does_not_stall_other_requests(server, name)
     thread.start()
     try:
         with httpx.Client(base_url=server, timeout=120) as client:
-            for _ in range(3):
+            for _ in range(8):
                 response = client.post("/load/-/search.json?model=colour-layout-v1", content=body, headers={"Content-Type": ctype})
                 assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
     finally:
         done.set()
         thread.join()
     assert latencies
-    # before the streaming parser, each of these stalled every other request for 6.5 s to minutes
-    assert max(latencies) < 2.0, f"{name}: another request waited {max(latencies):.2f} s"
+    # before the streaming parser, each of these stalled every other request for 6.5 s to minutes;
+    # the bound leaves room for a busy 2-core CI machine
+    assert max(latencies) < 3.0, f"{name}: another request waited {max(latencies):.2f} s"
