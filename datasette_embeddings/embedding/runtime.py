@@ -17,6 +17,7 @@ SQL, by the search page or by ``datasette-embeddings embed``:
 """
 from __future__ import annotations
 
+import atexit
 import io
 import logging
 import threading
@@ -324,4 +325,35 @@ def load_models_in_background(config: EmbeddingConfig) -> threading.Thread | Non
 
     thread = threading.Thread(target=run, name="datasette-embeddings-warm", daemon=True)
     thread.start()
+    join_at_exit(thread)
     return thread
+
+
+# ---------------------------------------------------------------- shutdown
+
+#: how long the interpreter's exit waits for a model thread to finish its current call
+EXIT_JOIN_SECONDS = 120.0
+_exit_threads: list[threading.Thread] = []
+_exit_lock = threading.Lock()
+
+
+def join_at_exit(thread: threading.Thread) -> None:
+    """Let ``thread`` finish before the interpreter exits.
+
+    A daemon thread still inside torch when Python finalises aborts the process
+    ("terminate called without an active exception", exit code 134): ``datasette
+    ... --get`` answers its one request while the warm-up is loading or running a
+    model, then exits.  The thread stays a daemon (a slow download cannot hold a
+    server's Ctrl-C hostage for longer than :data:`EXIT_JOIN_SECONDS`), but exit
+    waits for it; its work is one model call, so it ends soon.
+    """
+    with _exit_lock:
+        if not _exit_threads:
+            atexit.register(_join_exit_threads)
+        _exit_threads[:] = [t for t in _exit_threads if t.is_alive()] + [thread]
+
+
+def _join_exit_threads() -> None:
+    deadline = time.monotonic() + EXIT_JOIN_SECONDS
+    for thread in list(_exit_threads):
+        thread.join(max(0.0, deadline - time.monotonic()))
