@@ -6,6 +6,14 @@ colour-layout-v1 model, so search embeds a real uploaded image at request time.
 The run is bounded twice: a fixed number of requests and a wall-clock cap.
 Loopback only; it prints p50/p99 per kind of request and the count of 5xx.
 
+A hostile mix follows the normal one (``--mix both``, the default): record pages
+as before, interleaved with uploads of large-pixel images (a ~170 KB PNG declaring
+6,320 x 6,320 RGBA pixels, just under the 40 MP limit: valid, so it is decoded and
+embedded) and multipart bodies at and beyond the parser's limits (16 parts with
+headers at their size limit: valid; 17 parts, a header of 40,000 parameters, a
+nested part, an 11 MB body: refused).  The record pages measure whether anything
+stalls the server; the server's peak resident memory (``VmHWM``) is read after each mix.
+
     python benchmarks/http_load.py --records 100000 --requests 2000 --clients 8
 """
 from __future__ import annotations
@@ -15,12 +23,14 @@ import io
 import os
 import random
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -86,6 +96,76 @@ def start_server(db: str, port: int, *, metadata: str | None = None, immutable: 
     raise RuntimeError("datasette did not start in 120 s")
 
 
+def large_pixel_png(side: int = 6320) -> bytes:
+    """A PNG declaring side x side RGBA pixels (40 MP at 6,320), built row by row: about 170 KB."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+
+    squeeze = zlib.compressobj(9)
+    row = b"\0" + bytes([200, 120, 40, 128]) * side
+    body = b"".join(squeeze.compress(row) for _ in range(side)) + squeeze.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+BOUNDARY = "bench0boundary"
+
+
+def _part(name: str, value: bytes, *, filename: str | None = None, headers: int = 0) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    head = f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n"
+    # extra headers at the parser's 1,024-byte line limit (4 lines per part in all)
+    head += "".join(f"X-Pad-{i}: {'p' * 1000}\r\n" for i in range(headers))
+    if filename:
+        head += "Content-Type: image/png\r\n"
+    return head.encode() + b"\r\n" + value + b"\r\n"
+
+
+def hostile_bodies(image: bytes) -> dict[str, tuple[bytes, str]]:
+    """``kind -> (body, content type)``: at the parser's limits (valid) and beyond them (refused)."""
+    ctype = f"multipart/form-data; boundary={BOUNDARY}"
+    end = f"--{BOUNDARY}--\r\n".encode()
+    fields = [_part(f"field{i}", b"x" * 8000, headers=2) for i in range(15)]
+    return {
+        "form.at_limits": (b"".join(fields) + _part("image", image, filename="q.png", headers=1) + end, ctype),
+        "form.17_parts": (b"".join(_part(f"f{i}", b"x") for i in range(17)) + end, ctype),
+        "form.40000_params": (_part("q", b"x")[:-4].replace(b'name="q"', b'name="q"' + b"".join(
+            f'; p{i}="v"'.encode() for i in range(40_000))) + b"\r\n\r\nx\r\n" + end, ctype),
+        "form.nested": (_part("q", b"--in\r\nContent-Type: multipart/mixed; boundary=in\r\n\r\n" * 3000)
+                        .replace(b"\r\n\r\n--in", b"\r\nContent-Type: multipart/mixed; boundary=in\r\n\r\n--in", 1) + end, ctype),
+        "body.11MB": (b"\x89PNG\r\n\x1a\n" + b"\0" * (11 * 1024 * 1024), "image/png"),
+    }
+
+
+def post(base: str, db: str, kind: str, body: bytes, content_type: str) -> tuple[str, int, float]:
+    req = urllib.request.Request(
+        f"{base}/{db}/-/search.json?k=20&model={MODEL}", data=body, headers={"Content-Type": content_type}
+    )
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            response.read()
+            status = response.status
+    except urllib.error.HTTPError as ex:
+        status = ex.code
+    except OSError:
+        # a server may answer 413 and close before an 11 MB body is sent: the client sees a reset
+        status = 413 if kind == "body.11MB" else 599
+    return kind, status, time.perf_counter() - started
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident memory so far (Linux ``VmHWM``), in MB."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def one_request(base: str, db: str, kind: str, record_id: int, image: bytes) -> tuple[str, int, float]:
     if kind == "record.json":
         req = urllib.request.Request(f"{base}/{db}/-/gallery/{record_id}.json?k=20")
@@ -107,18 +187,29 @@ def one_request(base: str, db: str, kind: str, record_id: int, image: bytes) -> 
     return kind, status, time.perf_counter() - started
 
 
-def run(base: str, db: str, ids: list[int], *, requests: int, clients: int, time_cap: float, seed: int = 1) -> dict:
+NORMAL_MIX = {"record.json": 0.45, "record.html": 0.35, "search.json": 0.2}
+HOSTILE_MIX = {"record.json": 0.5, "upload.large_pixels": 0.15, "form.at_limits": 0.15, "form.17_parts": 0.05,
+               "form.40000_params": 0.05, "form.nested": 0.05, "body.11MB": 0.05}
+
+
+def run(base: str, db: str, ids: list[int], *, requests: int, clients: int, time_cap: float, seed: int = 1,
+        mix: dict[str, float] = NORMAL_MIX) -> dict:
     """Fire ``requests`` requests from ``clients`` threads, stopping early at ``time_cap`` seconds."""
     rng = random.Random(seed)
     image = query_image()
-    plan = [(rng.choices(["record.json", "record.html", "search.json"], [0.45, 0.35, 0.2])[0], rng.choice(ids))
-            for _ in range(requests)]
+    hostile = hostile_bodies(image) if mix is not NORMAL_MIX else {}
+    if "upload.large_pixels" in mix:
+        hostile["upload.large_pixels"] = (large_pixel_png(), "image/png")
+    kinds = list(mix)
+    plan = [(rng.choices(kinds, [mix[k] for k in kinds])[0], rng.choice(ids)) for _ in range(requests)]
     deadline = time.perf_counter() + time_cap
     results: list[tuple[str, int, float]] = []
 
     def worker(item):
         if time.perf_counter() > deadline:
             return None
+        if item[0] in hostile:
+            return post(base, db, item[0], *hostile[item[0]])
         return one_request(base, db, item[0], item[1], image)
 
     started = time.perf_counter()
@@ -130,13 +221,15 @@ def run(base: str, db: str, ids: list[int], *, requests: int, clients: int, time
     summary: dict = {"sent": len(results), "planned": requests, "seconds": elapsed,
                      "server_errors": sum(1 for _, s, _ in results if s >= 500),
                      "statuses": sorted({s for _, s, _ in results}), "kinds": {}}
-    for kind in ("record.json", "record.html", "search.json"):
+    for kind in kinds:
         times = sorted(t for k, _, t in results if k == kind)
         if times:
             summary["kinds"][kind] = {
                 "n": len(times),
                 "p50_ms": 1000 * statistics.median(times),
                 "p99_ms": 1000 * times[min(len(times) - 1, int(0.99 * len(times)))],
+                "max_ms": 1000 * times[-1],
+                "statuses": sorted({s for k, s, _ in results if k == kind}),
             }
     return summary
 
@@ -148,6 +241,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--time-cap", type=float, default=300.0)
     parser.add_argument("--port", type=int, default=8911)
+    parser.add_argument("--mix", choices=["normal", "hostile", "both"], default="both")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-http-")
     db = os.path.join(tmp, "load.db")
@@ -158,16 +252,26 @@ def main() -> None:
         base = f"http://127.0.0.1:{args.port}"
         # warm the fast index and the model once, outside the measurement
         run(base, "load", [1], requests=3, clients=1, time_cap=120)
-        summary = run(base, "load", list(range(1, args.records + 1)), requests=args.requests,
-                      clients=args.clients, time_cap=args.time_cap)
+        ids = list(range(1, args.records + 1))
+        mixes = {"normal": [("normal", NORMAL_MIX)], "hostile": [("hostile", HOSTILE_MIX)],
+                 "both": [("normal", NORMAL_MIX), ("hostile", HOSTILE_MIX)]}[args.mix]
+        summaries = []
+        for name, mix in mixes:
+            summary = run(base, "load", ids, requests=args.requests, clients=args.clients,
+                          time_cap=args.time_cap, mix=mix)
+            summary["peak_rss_mb"] = peak_rss_mb(proc.pid)
+            summaries.append((name, summary))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"\n{summary['sent']:,} of {summary['planned']:,} requests in {summary['seconds']:.1f}s, "
-          f"{args.clients} clients, statuses {summary['statuses']}, 5xx: {summary['server_errors']}")
-    print("| request | n | p50 | p99 |\n|---|---:|---:|---:|")
-    for kind, s in summary["kinds"].items():
-        print(f"| {kind} | {s['n']} | {s['p50_ms']:.0f} ms | {s['p99_ms']:.0f} ms |")
+    for name, summary in summaries:
+        print(f"\n{name} mix: {summary['sent']:,} of {summary['planned']:,} requests in {summary['seconds']:.1f}s, "
+              f"{args.clients} clients, statuses {summary['statuses']}, 5xx: {summary['server_errors']}, "
+              f"server peak RSS so far: {summary['peak_rss_mb']:.0f} MB")
+        print("| request | n | statuses | p50 | p99 | max |\n|---|---:|---|---:|---:|---:|")
+        for kind, s in summary["kinds"].items():
+            statuses = ", ".join(map(str, s["statuses"]))
+            print(f"| {kind} | {s['n']} | {statuses} | {s['p50_ms']:.0f} ms | {s['p99_ms']:.0f} ms | {s['max_ms']:.0f} ms |")
 
 
 if __name__ == "__main__":

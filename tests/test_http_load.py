@@ -31,3 +31,32 @@ def test_concurrent_clients_get_no_server_errors(http_load, tmp_path):
     assert summary["statuses"] == [200]
     assert set(summary["kinds"]) == {"record.json", "record.html", "search.json"}
     assert after[1] == 200
+
+
+def test_hostile_mix_gets_no_server_errors_and_no_stall(http_load, tmp_path):
+    """Large-pixel uploads and bodies at and beyond the parser's limits, among record pages."""
+    db = str(tmp_path / "load.db")
+    http_load.build_database(db, 500)
+    port = free_port()
+    proc = http_load.start_server(db, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        http_load.run(base, "load", [1], requests=3, clients=1, time_cap=120)  # warm, outside the measurement
+        summary = http_load.run(base, "load", list(range(1, 501)), requests=60, clients=4, time_cap=240,
+                                mix=http_load.HOSTILE_MIX, seed=3)
+        peak = http_load.peak_rss_mb(proc.pid)
+        after = http_load.one_request(base, "load", "record.json", 5, b"")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    kinds = summary["kinds"]
+    assert summary["sent"] == 60 and summary["server_errors"] == 0
+    assert kinds["record.json"]["statuses"] == [200]
+    for kind in ("upload.large_pixels", "form.at_limits"):
+        if kind in kinds:
+            assert kinds[kind]["statuses"] == [200], kind
+    for kind, status in (("form.17_parts", 400), ("form.40000_params", 431), ("form.nested", 400), ("body.11MB", 413)):
+        if kind in kinds:
+            assert kinds[kind]["statuses"] == [status], kind
+    assert peak is not None and peak < 1500  # two decodes at once of ~170 MB each, over the server's own
+    assert after[1] == 200
