@@ -43,7 +43,8 @@ def prepare_connection(conn, database, datasette):
     hidden_tables.remember_vec_tables(conn, database)
     functions.register_functions(conn, config.for_datasette(datasette))
     # this connection serves requests: its queries never build a fast index, the builder thread does
-    memory_index.mark_served(conn)
+    db = datasette.databases.get(database)
+    memory_index.mark_served(conn, immutable=bool(db is not None and not db.is_mutable))
 
 
 @hookimpl

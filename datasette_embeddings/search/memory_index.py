@@ -282,12 +282,16 @@ _cache = _Cache()
 #: ids of the connections Datasette serves requests with (see :func:`mark_served`); pysqlite3
 #: connections take no weak references, so ids are kept: a reused id can only make a
 #: connection of ours answer by vec0 while the builder works, never make a request wait
-_served_connections: set[int] = set()
+_served_connections: dict[int, bool] = {}
 
 
-def mark_served(conn) -> None:
-    """Datasette's ``prepare_connection``: queries on ``conn`` never build an index themselves."""
-    _served_connections.add(id(conn))
+def mark_served(conn, immutable: bool = False) -> None:
+    """Datasette's ``prepare_connection``: queries on ``conn`` never build an index themselves.
+
+    ``immutable`` (Datasette's ``-i``): the builder opens the file with ``immutable=1`` as
+    Datasette does, taking no locks and leaving no ``-shm`` or ``-wal`` file beside it.
+    """
+    _served_connections[id(conn)] = immutable
 
 
 class _Builder:
@@ -306,7 +310,7 @@ class _Builder:
         self.idle.set()
         self.builds = 0
 
-    def request(self, path: str, label: str, settings: IndexSettings = DEFAULT_SETTINGS) -> None:
+    def request(self, path: str, label: str, settings: IndexSettings = DEFAULT_SETTINGS, immutable: bool = False) -> None:
         key = (path, label)
         if key in self.pending:
             return
@@ -315,7 +319,7 @@ class _Builder:
             return
         self.pending.add(key)
         self.idle.clear()
-        self.queue.put((path, label, settings))
+        self.queue.put((path, label, settings, immutable))
         thread = self.thread
         if thread is None or not thread.is_alive():
             thread = threading.Thread(target=self._run, name=BUILDER_THREAD_NAME, daemon=True)
@@ -324,10 +328,10 @@ class _Builder:
 
     def _run(self) -> None:
         while True:
-            path, label, settings = self.queue.get()
+            path, label, settings, immutable = self.queue.get()
             key = (path, label)
             try:
-                build_from_file(path, label, settings)
+                build_from_file(path, label, settings, immutable)
             except Exception as ex:  # vec0 keeps answering; the next query asks again
                 log.warning("datasette-embeddings: could not build the fast index of %s in %s: %s", key[1], key[0], ex)
             finally:
@@ -349,10 +353,12 @@ def wait_for_builds(timeout: float | None = None) -> bool:
     return _builder.wait_idle(timeout)
 
 
-def open_private(path: str):
-    """A read-only connection of our own to ``path`` (immutable when the file cannot be opened read-only)."""
+def open_private(path: str, immutable: bool = False):
+    """A read-only connection of our own to ``path`` (immutable when asked, or when it cannot be opened read-only)."""
     from ..storage import connection as sqlite_conn
 
+    if immutable:
+        return sqlite_conn.connect(path, immutable=True)
     try:
         conn = sqlite_conn.connect(path, readonly=True)
         conn.execute("select 1 from sqlite_master limit 1").fetchall()
@@ -361,7 +367,9 @@ def open_private(path: str):
         return sqlite_conn.connect(path, immutable=True)
 
 
-def build_from_file(path: str, label: str, settings: IndexSettings = DEFAULT_SETTINGS) -> ModelIndex | None:
+def build_from_file(
+    path: str, label: str, settings: IndexSettings = DEFAULT_SETTINGS, immutable: bool = False
+) -> ModelIndex | None:
     """Build (and cache) the index of model ``label`` of database ``path`` on a private connection.
 
     One read transaction covers the token and both reads of :func:`build`, so the
@@ -372,7 +380,7 @@ def build_from_file(path: str, label: str, settings: IndexSettings = DEFAULT_SET
 
     key = (path, label)
     with _cache.build_lock(key):  # the startup warm-up builds under the same lock: never twice at once
-        conn = open_private(path)
+        conn = open_private(path, immutable)
         try:
             conn.execute("begin")
             model = Store(conn).model(label)
@@ -501,8 +509,9 @@ def index_for(
     token = data_version(conn, model.label)
     index = _cache.get(key, token)
     if index is None:
-        if id(conn) in _served_connections:
-            _builder.request(path, model.label, settings)
+        immutable = _served_connections.get(id(conn))
+        if immutable is not None:
+            _builder.request(path, model.label, settings, immutable)
             return None
         with _cache.build_lock(key):
             index = _cache.get(key, token)
