@@ -306,21 +306,24 @@ def warm(model_ids: Iterable[str]) -> dict[str, str | None]:
 
 
 def load_models_in_background(config: EmbeddingConfig) -> threading.Thread | None:
-    """Start a daemon thread that loads llm's plugins and the configured models (startup is not blocked).
+    """Load llm's plugins now, then start a daemon thread that loads the configured models.
 
-    Loading llm's plugins alone can take seconds (llm-clip imports torch), which
-    would otherwise land on the first visitor's query.
+    Loading llm's plugins can take seconds (llm-clip imports torch), and importing
+    a large extension module holds the GIL throughout: done in a background thread
+    after the server started listening, it froze every request for 9 to 14 s
+    (benchmarks/http_load.py).  So the plugins are imported before Datasette
+    serves, and only the models' weights load in the background.
     """
     if not config.query_embedding:
         return None
     ids = list(dict.fromkeys(config.models.values())) if config.warm_models else []
+    try:
+        refresh()
+    except Exception as ex:  # pragma: no cover - a broken llm plugin
+        log.warning("datasette-embeddings: could not read llm's embedding models: %s", ex)
+        return None
 
     def run() -> None:
-        try:
-            refresh()
-        except Exception as ex:  # pragma: no cover - a broken llm plugin
-            log.warning("datasette-embeddings: could not read llm's embedding models: %s", ex)
-            return
         warm(ids)
 
     thread = threading.Thread(target=run, name="datasette-embeddings-warm", daemon=True)
