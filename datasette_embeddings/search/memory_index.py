@@ -399,7 +399,12 @@ def build_from_file(
 
 
 def clear_cache() -> None:
-    """Forget every in-memory index (tests and benchmarks use it to measure a cold start)."""
+    """Forget every in-memory index (tests and benchmarks use it to measure a cold start).
+
+    Waits (a bounded time) for the builder thread first, so a build in flight cannot put
+    an index back just after the cache was cleared.
+    """
+    _builder.wait_idle(60)
     _cache.clear()
 
 
