@@ -332,7 +332,8 @@ class _Builder:
             key = (path, label)
             try:
                 build_from_file(path, label, settings, immutable)
-            except Exception as ex:  # vec0 keeps answering; the next query asks again
+            except Exception as ex:  # vec0 keeps answering; a query asks again after the cooldown
+                _cache.evicted_at[key] = time.monotonic()
                 log.warning("datasette-embeddings: could not build the fast index of %s in %s: %s", key[1], key[0], ex)
             finally:
                 self.builds += 1
