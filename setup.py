@@ -43,6 +43,8 @@ setup(
         "scikit-learn>=1.2",
         # bounded BLAS threads on the server's query paths (fast_index.blas_threads)
         "threadpoolctl>=3",
+        # the search page's streaming multipart parser (web/uploads.py); asgi-csrf needs it too
+        "python-multipart>=0.0.26",
         "pysqlite3-binary; sys_platform == 'linux' and platform_machine == 'x86_64'",
     ],
     extras_require={
