@@ -19,7 +19,7 @@ from ..config import IndexSettings
 from ..errors import SimilarityError, SimilarityNotFound
 from . import memory_index as fast_index, neighbours
 from .filters import MAX_K, Neighbour, NeighbourFilter, check_k
-from ..storage.store import ModelInfo, Store, record_from_row
+from ..storage.store import ModelInfo, Store, read_again_if_torn, record_from_row
 from ..storage.vectors import is_comparable, to_blob
 
 def nearest_ids(
@@ -79,23 +79,9 @@ def vec0_nearest_ids(
         ask = min(4096, ask * 2 + (len(rows) - len(good)))
 
 
-#: vec0's message when a chunk it is reading was rewritten under it by another connection's commit
-_TORN_READ = "Could not extract"
-
-
-def _knn(conn, sql: str, params: list, attempts: int = 3) -> list:
-    """Run a vec0 KNN, again (on a fresh snapshot) if vec0 reports a chunk changed under it.
-
-    Readers during a load must see the old state or the new one, never an error;
-    a statement started again sees the state after the commit.
-    """
-    for attempt in range(attempts):
-        try:
-            return conn.execute(sql, params).fetchall()
-        except Exception as ex:
-            if _TORN_READ not in str(ex) or attempt == attempts - 1:
-                raise
-    return []  # pragma: no cover
+def _knn(conn, sql: str, params: list) -> list:
+    """A vec0 KNN, run again if vec0 reports a chunk rewritten under it (see ``store.read_again_if_torn``)."""
+    return read_again_if_torn(lambda: conn.execute(sql, params).fetchall())
 
 
 def _stored_is_comparable(conn, model: ModelInfo, record_id: int) -> bool:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -49,6 +50,24 @@ class UpsertCounts:
 #: vec0's default 1024 loads 10% faster and scans a model 5x faster, while a KNN
 #: query (which reads whole chunks) stays within a few percent (benchmarks/load.py).
 VEC_CHUNK_SIZE = 256
+
+#: what vec0 says when a chunk BLOB it reads was rewritten under it: a load committed (seen
+#: by a connection whose snapshot cannot protect vec0's blob handles) or, with ``datasette -i``,
+#: any write at all, since an immutable database takes no locks
+TORN_READ_MESSAGES = ("Could not extract", "Could not fetch vector data", "reading from blob failed")
+
+
+def read_again_if_torn(run, attempts: int = 4):
+    """``run()``, again on a fresh statement when vec0 reports a torn read (readers during a load
+    see the old or the new state, not an error); other errors, and the last attempt's, propagate."""
+    for attempt in range(attempts):
+        try:
+            return run()
+        except Exception as ex:
+            if attempt == attempts - 1 or not any(m in str(ex) for m in TORN_READ_MESSAGES):
+                raise
+            time.sleep(0.02 * (attempt + 1))
+    return None  # pragma: no cover
 
 
 def vec_table_name(label: str) -> str:
@@ -320,7 +339,9 @@ class Store:
         return found
 
     def _vector_blob(self, model: ModelInfo, record_id: int) -> bytes | None:
-        row = self.conn.execute(f"select embedding from {model.vec_table} where id = ?", [record_id]).fetchone()
+        row = read_again_if_torn(
+            lambda: self.conn.execute(f"select embedding from {model.vec_table} where id = ?", [record_id]).fetchone()
+        )
         return bytes(row[0]) if row else None
 
     # ------------------------------------------------------------ reading

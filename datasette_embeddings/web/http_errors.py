@@ -40,6 +40,12 @@ class UnsupportedMediaType(Base400):
     status = 415
 
 
+class ServiceUnavailable(Base400):
+    """503: the database was rewritten under the request (see storage.store.TORN_READ_MESSAGES)."""
+
+    status = 503
+
+
 class HeaderFieldsTooLarge(Base400):
     """431: a multipart part's headers beyond the upload parser's limits (web/uploads.py)."""
 

@@ -22,9 +22,9 @@ from ..search import agreement, distribution, evaluation, keywords, maps
 from ..search.filters import MAX_K, NeighbourFilter
 from ..storage.store import stored_version
 from . import compare_page, evaluation_page, judging, links_page, map_page
-from ..storage.store import Store
+from ..storage.store import TORN_READ_MESSAGES, Store
 from . import gallery, overview, record_page, search_page as search
-from .http_errors import MethodNotAllowed, Missing, to_http
+from .http_errors import MethodNotAllowed, Missing, ServiceUnavailable, to_http
 from .params import int_param
 from .static_files import static_url
 
@@ -100,6 +100,15 @@ def _handler(template: str) -> Callable:
                 data = await fn(datasette, request)
             except EmbeddingsError as ex:
                 raise to_http(ex) from None
+            except Exception as ex:
+                if not any(m in str(ex) for m in TORN_READ_MESSAGES):
+                    raise
+                # vec0 kept reading chunks rewritten under it (store.read_again_if_torn tried again):
+                # a database served with -i (immutable: no locks, cached pages) written meanwhile
+                raise ServiceUnavailable(
+                    "the database changed while it was read; a database written while it is served must be "
+                    "served without -i (immutable), as Datasette's mutable databases see each load whole"
+                ) from None
             if as_json:
                 return _respond(datasette, Response.json({"ok": True, **data}))
             return await _render(datasette, request, template, data)
