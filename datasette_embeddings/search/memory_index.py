@@ -279,10 +279,10 @@ _cache = _Cache()
 
 
 # ------------------------------------------------------------------ building off the request path
-#: ids of the connections Datasette serves requests with (see :func:`mark_served`); pysqlite3
-#: connections take no weak references, so ids are kept: a reused id can only make a
-#: connection of ours answer by vec0 while the builder works, never make a request wait
-_served_connections: dict[int, bool] = {}
+#: a SQL function on each connection Datasette serves: 1 (mutable) or 2 (immutable).  The mark
+#: lives on the connection itself: pysqlite3 connections take neither attributes nor weak
+#: references, and a set of ``id(conn)`` wrongly marked a later connection that reused an id
+SERVED_MARK = "datasette_embeddings_served"
 
 
 def mark_served(conn, immutable: bool = False) -> None:
@@ -291,7 +291,17 @@ def mark_served(conn, immutable: bool = False) -> None:
     ``immutable`` (Datasette's ``-i``): the builder opens the file with ``immutable=1`` as
     Datasette does, taking no locks and leaving no ``-shm`` or ``-wal`` file beside it.
     """
-    _served_connections[id(conn)] = immutable
+    mark = 2 if immutable else 1
+    sqlite_udf.create_function(conn, SERVED_MARK, 0, lambda: mark, deterministic=True)
+
+
+def served(conn) -> bool | None:
+    """None for a connection of our own; else whether Datasette serves it immutable."""
+    try:
+        mark = conn.execute(f"select {SERVED_MARK}()").fetchone()[0]
+    except Exception:  # no such function: not a connection Datasette serves
+        return None
+    return mark == 2
 
 
 class _Builder:
@@ -515,7 +525,7 @@ def index_for(
     token = data_version(conn, model.label)
     index = _cache.get(key, token)
     if index is None:
-        immutable = _served_connections.get(id(conn))
+        immutable = served(conn)
         if immutable is not None:
             _builder.request(path, model.label, settings, immutable)
             return None
