@@ -76,6 +76,7 @@ def datasette(request, bad_db):
     fast_index.clear_cache()
     ds = Datasette([str(db)], metadata={"plugins": {"datasette-embeddings": {"fast_index": {"enabled": request.param}}}})
     yield ds, ids
+    fast_index.configure({})  # the plugin config above is process-wide: leave the defaults behind
     fast_index.clear_cache()
 
 
