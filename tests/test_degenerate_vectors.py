@@ -75,8 +75,7 @@ def datasette(request, bad_db):
     db, ids = bad_db
     fast_index.clear_cache()
     ds = Datasette([str(db)], metadata={"plugins": {"datasette-embeddings": {"fast_index": {"enabled": request.param}}}})
-    yield ds, ids
-    fast_index.configure({})  # the plugin config above is process-wide: leave the defaults behind
+    yield ds, ids, request.param
     fast_index.clear_cache()
 
 
@@ -84,28 +83,28 @@ def get(ds, path):
     return asyncio.run(ds.client.get(path))
 
 
-def wait_for_index(ds, label="test-model"):
+def wait_for_index(ds, enabled, label="test-model"):
     """The fast index is built off the request threads: give it the time to be there (when enabled)."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         status = json.loads(get(ds, f"/bad.json?sql=select+embeddings_index_status('{label}')+as+s&_shape=array").json()[0]["s"])
-        if status["exact"] or not fast_index.settings.enabled:
+        if status["exact"] or not enabled:
             return
         time.sleep(0.05)
 
 
 def test_record_pages_of_degenerate_vectors_have_no_neighbours(datasette):
-    ds, ids = datasette
+    ds, ids, enabled = datasette
     for _ in range(2):  # before and after the fast index is built
         for kind, rid in ids.items():
             response = get(ds, f"/bad/-/gallery/{rid}.json?k=5")
             assert response.status_code == 200, (kind, response.text[:300])
             assert response.json()["similar"] == []
-        wait_for_index(ds)
+        wait_for_index(ds, enabled)
 
 
 def test_other_records_never_get_a_degenerate_neighbour(datasette):
-    ds, ids = datasette
+    ds, ids, enabled = datasette
     bad = set(ids.values())
     for _ in range(2):
         for rid in range(1, 41):
@@ -113,12 +112,12 @@ def test_other_records_never_get_a_degenerate_neighbour(datasette):
             assert response.status_code == 200, response.text[:300]
             similar = [c["id"] for c in response.json()["similar"]]
             assert len(similar) == 39 and not bad & set(similar)
-        wait_for_index(ds)
+        wait_for_index(ds, enabled)
 
 
 def test_embeddings_nearest_over_every_row_answers(datasette):
-    ds, ids = datasette
-    table = Store(connect(str(datasette[0].databases["bad"].path))).model("test-model").vec_table
+    ds, ids, enabled = datasette
+    table = Store(connect(str(ds.databases["bad"].path))).model("test-model").vec_table
     sql = f"select v.id, embeddings_nearest('test-model', v.embedding, 3) as n from {table} v"
     for _ in range(2):
         response = get(ds, "/bad.json?_shape=array&sql=" + sql.replace(" ", "+"))
@@ -127,7 +126,7 @@ def test_embeddings_nearest_over_every_row_answers(datasette):
         for rid in ids.values():
             assert rows[rid] == []
         assert all(len(n) == 3 and not {x["id"] for x in n} & set(ids.values()) for rid, n in rows.items() if rid not in ids.values())
-        wait_for_index(ds)
+        wait_for_index(ds, enabled)
 
 
 def test_neighbors_table_leaves_degenerate_vectors_out(bad_db):
@@ -135,7 +134,7 @@ def test_neighbors_table_leaves_degenerate_vectors_out(bad_db):
     conn = connect(str(db))
     try:
         neighbours.build(conn, k=5)
-        stored = conn.execute("select record_id, neighbour_id from neighbors").fetchall()
+        stored = conn.execute("select record_id, neighbour_id from neighbours").fetchall()
     finally:
         conn.close()
     bad = set(ids.values())

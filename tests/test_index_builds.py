@@ -38,7 +38,6 @@ def two_models(tmp_path):
     loader.load(str(db), [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")])
     fast_index.clear_cache()
     yield db
-    fast_index.configure({})  # a Datasette's plugin config is process-wide: leave the defaults behind
     fast_index.clear_cache()
 
 

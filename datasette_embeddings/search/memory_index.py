@@ -292,7 +292,7 @@ def mark_served(conn, immutable: bool = False) -> None:
     Datasette does, taking no locks and leaving no ``-shm`` or ``-wal`` file beside it.
     """
     mark = 2 if immutable else 1
-    sqlite_udf.create_function(conn, SERVED_MARK, 0, lambda: mark, deterministic=True)
+    conn.create_function(SERVED_MARK, 0, lambda: mark, deterministic=True)
 
 
 def served(conn) -> bool | None:
