@@ -206,3 +206,43 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+#: headless Chromium from Debian's package, as every browser test launches it
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def wait_until_serving(proc, base: str, timeout: float = 90) -> None:
+    """Block until the datasette started as ``proc`` answers at ``base``; its output in the error if it died."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/-/versions.json", timeout=2)
+            return
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("datasette did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+            time.sleep(0.3)
+
+
+def launch_chromium():
+    """Debian's headless Chromium driven by playwright (no browser download): a context manager."""
+    from contextlib import contextmanager
+
+    from playwright.sync_api import sync_playwright
+
+    @contextmanager
+    def launched():
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                yield browser
+            finally:
+                browser.close()
+
+    return launched()

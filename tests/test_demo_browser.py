@@ -8,14 +8,12 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from datasette_embeddings.files import loader
-from tests.helpers import free_port
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, images_loaded
+from tests.helpers import free_port, launch_chromium, wait_until_serving
+from tests.test_browser import CHROMIUM, images_loaded
 from tests.test_tour import makefile_demo_files
 
 pytestmark = pytest.mark.browser
@@ -42,15 +40,7 @@ def demo_server(tmp_path_factory):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/-/versions.json", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("datasette did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
-                time.sleep(0.3)
+        wait_until_serving(proc, base, timeout=120)
         yield base
     finally:
         proc.terminate()
@@ -59,12 +49,8 @@ def demo_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launch_chromium() as b:
         yield b
-        b.close()
 
 
 def new_page(browser, viewport):

@@ -9,23 +9,18 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 from click.testing import CliRunner
 
 from datasette_embeddings.cli import cli
-from tests.helpers import free_port
+from tests.helpers import CHROMIUM, free_port, launch_chromium, wait_until_serving
 
 pytestmark = pytest.mark.browser
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo"
 SHOTS = ROOT / "docs" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SECRET = "judging-browser-test-secret"
 
@@ -53,15 +48,7 @@ def server(tmp_path_factory):
         env={**os.environ, "HF_HUB_OFFLINE": "1", "DATASETTE_SECRET": SECRET},
     )
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/-/versions.json", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("datasette did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
-                time.sleep(0.3)
+        wait_until_serving(proc, base, timeout=90)
         yield base, db
     finally:
         proc.terminate()
@@ -70,12 +57,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launch_chromium() as b:
         yield b
-        b.close()
 
 
 def root_cookie() -> str:
