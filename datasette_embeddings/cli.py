@@ -1,18 +1,23 @@
 """The ``datasette-embeddings`` command: a thin click layer over the modules."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from .errors import EmbeddingsError
 from .files import exporter, loader
 from .embedding.colour_layout import MODEL_ID as BUILTIN_IMAGE_MODEL
+
+if TYPE_CHECKING:
+    from .files.layouts import Layout
 
 
 #: C0 and C1 control characters and DEL: ESC (0x1b) and CSI (0x9b) start ANSI sequences
@@ -82,25 +87,66 @@ class _Progress:
             click.echo(err=True)
 
 
+#: how a Parquet file's columns become records.  Every command that reads files as
+#: ``load`` does takes exactly these (:func:`mapping_options`), so ``validate FILE`` or
+#: ``info FILE`` with the same options sees what ``load`` would load.
+MAPPING_OPTIONS = (
+    click.option("--layout", "layout_name", help="A preset column mapping for a known file layout: met-plain"),
+    click.option("--map", "maps", multiple=True, metavar="FIELD=COLUMN",
+                 help="Read a record field (provider, depiction_id, subject_id, model, embeddings, created, attributes) from COLUMN (repeatable)"),
+    click.option("--provider", help="Provider of every record (for files without a provider column)"),
+    click.option("--model", help="Model label of every record (for files without a model column)"),
+    click.option("--attribute", "attributes", multiple=True, metavar="KEY=COLUMN",
+                 help="Attribute KEY from COLUMN, or from a template such as 'https://example.org/{id}' (repeatable)"),
+    click.option("--set-attribute", "set_attributes", multiple=True, metavar="KEY=TEXT",
+                 help="Attribute KEY set to TEXT on every record (repeatable)"),
+)
+
+#: what to do when a file's footer contradicts its rows (``load`` and ``validate``, which read the rows)
+FOOTER_MISMATCH_OPTION = click.option(
+    "--footer-mismatch", type=click.Choice(["error", "warn"]), default="error", show_default=True,
+    help="When a file's embeddingsdb footer metadata contradicts its rows: refuse the file, or read it with a warning")
+
+#: everything that says how ``load`` reads a file's rows
+READING_OPTIONS = (FOOTER_MISMATCH_OPTION, *MAPPING_OPTIONS)
+
+
+def mapping_options(command):
+    """Add :data:`MAPPING_OPTIONS` to ``command``, which receives them as one ``layout``.
+
+    The options become a :class:`~.files.layouts.Layout` here, once, so the
+    commands that share them cannot read the same options differently; a
+    malformed mapping is an error (exit 1) before anything is read.
+    """
+    @functools.wraps(command)
+    def with_layout(*args, layout_name, maps, provider, model, attributes, set_attributes, **kwargs):
+        from .errors import RecordError
+        from .files import layouts
+
+        try:
+            layout = layouts.from_options(layout=layout_name, maps=maps, provider=provider, model=model,
+                                          attributes=attributes, set_attributes=set_attributes)
+        except RecordError as ex:
+            raise CommandError(str(ex))
+        return command(*args, layout=layout, **kwargs)
+
+    for option in reversed(MAPPING_OPTIONS):
+        with_layout = option(with_layout)
+    return with_layout
+
+
+def reading_options(command):
+    """:data:`READING_OPTIONS`: the mapping as ``layout``, and ``footer_mismatch``."""
+    return FOOTER_MISMATCH_OPTION(mapping_options(command))
+
+
 @cli.command()
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--batch-size", default=4096, show_default=True, help="Rows read and written per batch")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary")
-@click.option("--footer-mismatch", type=click.Choice(["error", "warn"]), default="error", show_default=True,
-              help="When a file's embeddingsdb footer metadata contradicts its rows: refuse the file, or load it with a warning")
-@click.option("--layout", "layout_name", help="A preset column mapping for a known file layout: met-plain")
-@click.option("--map", "maps", multiple=True, metavar="FIELD=COLUMN",
-              help="Read a record field (provider, depiction_id, subject_id, model, embeddings, created, attributes) from COLUMN (repeatable)")
-@click.option("--provider", help="Provider of every record (for files without a provider column)")
-@click.option("--model", help="Model label of every record (for files without a model column)")
-@click.option("--attribute", "attributes", multiple=True, metavar="KEY=COLUMN",
-              help="Attribute KEY from COLUMN, or from a template such as 'https://example.org/{id}' (repeatable)")
-@click.option("--set-attribute", "set_attributes", multiple=True, metavar="KEY=TEXT",
-              help="Attribute KEY set to TEXT on every record (repeatable)")
-def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool, footer_mismatch: str,
-         layout_name: str | None, maps: tuple[str, ...], provider: str | None, model: str | None,
-         attributes: tuple[str, ...], set_attributes: tuple[str, ...]) -> None:
+@reading_options
+def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool, footer_mismatch: str, layout: "Layout") -> None:
     """Load Parquet files, directories of them, or http(s) URLs into DB.
 
     Each file loads in one transaction. Records are keyed on
@@ -109,14 +155,6 @@ def load(db: str, sources: tuple[str, ...], batch_size: int, quiet: bool, footer
 
         datasette-embeddings load collection.db embeddings/ https://example.org/more.parquet
     """
-    from .errors import RecordError
-    from .files import layouts
-
-    try:
-        layout = layouts.from_options(layout=layout_name, maps=maps, provider=provider, model=model,
-                                      attributes=attributes, set_attributes=set_attributes)
-    except RecordError as ex:
-        raise CommandError(str(ex))
     progress = _Progress(enabled=not quiet and sys.stderr.isatty())
 
     def file_done(report: loader.FileReport) -> None:
@@ -177,17 +215,28 @@ def export(db: str, output: str, providers: tuple[str, ...], models: tuple[str, 
     echo(f"Wrote {n:,} records to {output}", err=True)
 
 
+def _no_mapping_for_a_database(source: str, layout: "Layout") -> None:
+    if not layout.is_identity:
+        raise CommandError(f"{source}: is a database; --layout, --map, --provider, --model, --attribute "
+                           "and --set-attribute apply to Parquet files")
+
+
 @cli.command()
 @click.argument("source")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON")
-def info(source: str, as_json: bool) -> None:
+@mapping_options
+def info(source: str, as_json: bool, layout: "Layout") -> None:
     """Providers, models, dimensions and counts of a database, a Parquet file or a URL.
 
     For Parquet only the footer is read (for a URL, with HTTP range requests):
-    the row count and the go-embeddingsdb metadata, never the rows.
+    the row count, the go-embeddingsdb metadata and the row groups' column
+    statistics, never the rows. The mapping options (as `load` takes them) are
+    checked against the file's columns and say which columns to describe.
 
+    \b
         datasette-embeddings info collection.db --json
         datasette-embeddings info https://example.org/nga.parquet
+        datasette-embeddings info met.parquet --layout met-plain
     """
     from .errors import RecordError
     from .files import file_info
@@ -197,7 +246,11 @@ def info(source: str, as_json: bool) -> None:
         raise click.BadParameter(f"File '{source}' does not exist.", param_hint="'SOURCE'")
     try:
         kind = file_info.kind_of(source)
-        data = file_info.describe(source) if kind == "parquet" else database_info(source)
+        if kind == "parquet":
+            data = file_info.describe(source, layout)
+        else:
+            _no_mapping_for_a_database(source, layout)
+            data = database_info(source)
     except (RecordError, EmbeddingsError) as ex:
         raise CommandError(str(ex))
     if as_json:
@@ -219,37 +272,47 @@ def info(source: str, as_json: bool) -> None:
 @click.argument("source")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON")
 @click.option("--examples", default=3, show_default=True, type=click.IntRange(0, 1000), help="Examples shown per problem")
-@click.option("--layout", "layout_name", help="Read a Parquet file in a preset layout (as load --layout)")
-def validate(source: str, as_json: bool, examples: int, layout_name: str | None) -> None:
+@reading_options
+def validate(source: str, as_json: bool, examples: int, footer_mismatch: str, layout: "Layout") -> None:
     """Check the attributes of a Parquet file, URL or database against the OEmbeddings rules.
 
     Prints each problem with its count and a few example records; exits 1 when
-    any record breaks a rule, 0 when all conform.
+    any record breaks a rule, 0 when all conform. A file is read as `load` reads
+    it, with the same mapping options: what `load` would refuse, `validate`
+    refuses with the same message.
 
+    \b
         datasette-embeddings validate sfomuseum.parquet
+        datasette-embeddings validate met.parquet --layout met-plain
         datasette-embeddings validate collection.db --json
     """
     from .errors import RecordError
-    from .files import file_info, layouts, validate as validate_module
+    from .files import file_info, validate as validate_module
 
     if not file_info.is_url(source) and not os.path.exists(source):
         raise click.BadParameter(f"File '{source}' does not exist.", param_hint="'SOURCE'")
     try:
-        layout = layouts.from_options(layout=layout_name)
         if file_info.kind_of(source) == "sqlite":
+            _no_mapping_for_a_database(source, layout)
             report = validate_module.validate_database(source, examples=examples)
         else:
-            with loader.local_copy(source) as path:
-                report = validate_module.validate_file(path, layout=layout, examples=examples, source=source)
-    except RecordError as ex:
+            with loader.local_copy(source, layout) as path:
+                report = validate_module.validate_file(path, layout=layout, examples=examples, source=source,
+                                                       footer_mismatch=footer_mismatch)
+    except (RecordError, loader.LoadError) as ex:
         raise CommandError(str(ex))
-    except loader.LoadError as ex:
-        raise CommandError(str(ex))
+    for warning in report.warnings:
+        echo(f"Warning: {source}: {warning}", err=True)
     data = report.as_dict()
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
         echo(f"{source}: {report.records:,} records, {report.nonconforming:,} not following the OEmbeddings attribute rules")
+        echo("Records per provider and model:")
+        for group in data["per_provider_model"]:
+            echo(f"  {group['provider']}  {group['model']}  {group['records']:,}")
+        if data["problems"]:
+            echo("Problems:")
         for name, problem in data["problems"].items():
             echo(f"  {name}: {problem['count']:,}")
             for ex in problem["examples"]:
@@ -265,18 +328,27 @@ def _echo_parquet_info(data: dict) -> None:
         echo(f"Read {data['bytes_read']:,} bytes of it in {data['requests']} range request(s)")
     layout = "the shared record layout" if data["shared_layout"] else "another layout (see load --map / --layout)"
     echo(f"Columns: {', '.join(data['columns'])} ({layout})")
-    if not data["footer"]:
-        echo("No embeddingsdb footer metadata: providers and models are only known by reading the rows (load, validate)")
-        return
-    echo("Models (from the footer):")
-    for m in data["models"]:
-        dims = f"{m['dimensions']}-d" if m["dimensions"] is not None else "dimensions not stated"
-        providers = ", ".join(m["providers"]) if m["providers"] is not None else "providers not stated"
-        echo(f"  {m['label']}  {dims}  ({providers})")
-    echo("Providers (from the footer):")
-    for p in data["providers"]:
-        models = ", ".join(p["models"]) if p["models"] is not None else "models not stated"
-        echo(f"  {p['provider']}  ({models})")
+    if data["footer"]:
+        echo("Models (from the footer):")
+        for m in data["models"]:
+            dims = f"{m['dimensions']}-d" if m["dimensions"] is not None else "dimensions not stated"
+            providers = ", ".join(m["providers"]) if m["providers"] is not None else "providers not stated"
+            echo(f"  {m['label']}  {dims}  ({providers})")
+        echo("Providers (from the footer):")
+        for p in data["providers"]:
+            models = ", ".join(p["models"]) if p["models"] is not None else "models not stated"
+            echo(f"  {p['provider']}  ({models})")
+    else:
+        echo("No embeddingsdb footer metadata")
+    stats = data["statistics"]
+    if stats["groups"]:
+        echo("Rows per provider and model (from the row groups' column statistics):")
+        for g in stats["groups"]:
+            dims = f"{g['dimensions']}-d" if g["dimensions"] is not None else "dimensions unknown"
+            echo(f"  {g['provider']}  {g['model']}  {dims}  {g['rows']:,} rows")
+    if stats["unknown_rows"]:
+        echo(f"{stats['unknown_rows']:,} rows in row groups whose statistics name no single provider and model "
+             "(only reading the rows tells: load, validate)")
 
 
 @cli.command(name="neighbours")

@@ -49,6 +49,21 @@ def write_parquet(path, records: list[dict], **kwargs) -> None:
     pq.write_table(to_arrow(records), str(path), **kwargs)
 
 
+def write_met_plain(path, n=5, dims=8, model="apple/MobileCLIP-S1", seed=0, dim_column=None):
+    """The Met's plain layout as its Hugging Face files have it: objectID, embedding, model, dim."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, dims)).astype(np.float32)
+    ids = np.arange(34, 34 + n, dtype=np.int64)
+    table = pa.table({
+        "objectID": pa.array(ids, pa.int64()),
+        "embedding": pa.array(list(vectors), pa.list_(pa.float32())),
+        "model": pa.array([model] * n, pa.string()),
+        "dim": pa.array(dim_column if dim_column is not None else [dims] * n, pa.int32()),
+    })
+    pq.write_table(table, str(path))
+    return ids, vectors
+
+
 def write_go_layout(path, records: list[dict], footer: Mapping[str, str] | None = None) -> None:
     """Like parquet-go: every column required, list element 'element', map as 'key_value'.
 

@@ -260,6 +260,9 @@ def test_load_url_still_streams_the_whole_file(tmp_path, big_go_file):
     with serve({"/big.parquet": data}) as (base, log):
         result = invoke("load", tmp_path / "x.db", f"{base}/big.parquet")
         sent = log.body_bytes
+        requests = list(log.requests)
     assert result.exit_code == 0, result.stderr
     assert "1,500 new" in result.output
-    assert sent == len(data)
+    # the footer first (one range request for the tail, its columns checked), then the whole file once
+    assert [r for _m, _p, r in requests] == ["bytes=-65536", None]
+    assert sent == len(data) + 64 * 1024

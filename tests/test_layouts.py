@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from datasette_embeddings.cli import cli
 from datasette_embeddings.files import layouts
-from tests.helpers import dump_database, make_records, write_parquet
+from tests.helpers import dump_database, make_records, write_met_plain, write_parquet
 
 
 def invoke(*args):
@@ -27,21 +27,6 @@ def records_of(db) -> list[dict]:
         return sorted(Store(conn).iter_records(), key=lambda r: (r["model"], r["depiction_id"]))
     finally:
         conn.close()
-
-
-def write_met_plain(path, n=5, dims=8, model="apple/MobileCLIP-S1", seed=0, dim_column=None):
-    """The Met's plain layout as its Hugging Face files have it: objectID, embedding, model, dim."""
-    rng = np.random.default_rng(seed)
-    vectors = rng.standard_normal((n, dims)).astype(np.float32)
-    ids = np.arange(34, 34 + n, dtype=np.int64)
-    table = pa.table({
-        "objectID": pa.array(ids, pa.int64()),
-        "embedding": pa.array(list(vectors), pa.list_(pa.float32())),
-        "model": pa.array([model] * n, pa.string()),
-        "dim": pa.array(dim_column if dim_column is not None else [dims] * n, pa.int32()),
-    })
-    pq.write_table(table, str(path))
-    return ids, vectors
 
 
 def test_met_plain_layout_loads(tmp_path):

@@ -23,8 +23,10 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from . import footer
+from .file_info import is_url, schema_of
 from .layouts import Layout
-from .parquet_io import RecordBatch, RecordError, open_parquet, read_batches, read_footer_keys, resolve_layout
+from .parquet_io import RecordBatch, RecordError, check_schema, open_parquet, read_batches, read_footer_keys
+from .remote import RemoteReadError
 from ..storage.connection import connect, sqlite3
 from ..storage import keyword_index
 from ..storage.store import Store, UpsertCounts, has_tables
@@ -96,16 +98,35 @@ def expand_sources(sources: Sequence[str]) -> list[str]:
     return expanded
 
 
-def is_url(source: str) -> bool:
-    return source.startswith("http://") or source.startswith("https://")
+def check_url_schema(url: str, layout: Layout | None = None) -> bool:
+    """Refuse, from its footer alone, a URL whose columns cannot give records under ``layout``.
+
+    The footer is read with HTTP range requests (as ``info URL`` reads it), so a
+    mapping naming a missing or mistyped column costs kilobytes, not the whole
+    download.  Returns False, deciding nothing, when the server is the obstacle
+    (no range support, an HTTP error): the download then meets the same checks.
+    """
+    try:
+        check_schema(schema_of(url), layout, url)
+    except RemoteReadError:
+        return False
+    except RecordError as ex:
+        raise LoadError(f"{ex.describe()} (checked from the file's footer; nothing was downloaded)") from None
+    return True
 
 
 @contextmanager
-def local_copy(source: str) -> Iterator[str]:
-    """A local path for ``source``: URLs are streamed to a temporary file first (Parquet needs seeking)."""
+def local_copy(source: str, layout: Layout | None = None, *, schema_checked: bool = False) -> Iterator[str]:
+    """A local path for ``source``: URLs are streamed to a temporary file first (Parquet needs seeking).
+
+    Before a URL is downloaded its schema is checked against ``layout`` from the
+    footer alone (:func:`check_url_schema`), unless the caller did that already.
+    """
     if not is_url(source):
         yield source
         return
+    if not schema_checked:
+        check_url_schema(source, layout)
     fd, path = tempfile.mkstemp(suffix=".parquet", prefix="datasette-embeddings-")
     try:
         try:
@@ -323,8 +344,11 @@ def prefetched(batches: Iterator[T], depth: int = PREFETCH_BATCHES) -> Iterator[
         stop.set()
         thread.join()
 
-def rows_by_model(batch: RecordBatch, seen_dims: dict[str, tuple[int, int]], per_provider_model: Counter) -> dict[str, list]:
+def rows_by_model(batch: RecordBatch, seen_dims: dict[str, tuple[int, int]], per_provider_model: Counter,
+                  grouped: bool = True) -> dict[str, list]:
     """Split a batch into store rows per model, holding each model to one dimension count.
+
+    ``grouped=False`` only checks and counts (for ``validate``, which stores nothing).
 
     ``seen_dims`` maps a label to (dimensions, first row) across the whole file,
     so a mismatch names both the offending row and the row that set the size.
@@ -358,13 +382,14 @@ def rows_by_model(batch: RecordBatch, seen_dims: dict[str, tuple[int, int]], per
             f"vector has {int(dims[i])} dimensions but row {first_row} of model '{label}' has {size}",
             row=batch.first_row + i, field="embeddings",
         )
+    per_provider_model.update(zip(batch.provider, batch.model))
+    if not grouped:
+        return {}
     columns = (batch.provider, batch.depiction_id, batch.subject_id, batch.created, batch.attributes_json, batch.vectors)
-    groups = {
+    return {
         label: list(zip(*columns)) if rows is None else [tuple(column[i] for column in columns) for i in rows]
         for label, rows in where.items()
     }
-    per_provider_model.update(zip(batch.provider, batch.model))
-    return groups
 
 
 FOOTER_MISMATCH_CHOICES = ("error", "warn")
@@ -397,42 +422,56 @@ def check_footer(path: str, source: str, report: FileReport, seen_dims: dict[str
     )
 
 
-def check_layout(files: Sequence[str], layout: Layout) -> None:
-    """Check a column mapping against every local file before anything is loaded.
+def check_layout(files: Sequence[str], layout: Layout) -> set[str]:
+    """Check a column mapping against every file before anything is loaded.
 
     A mapping is given once for the whole command, so a column missing from the
     third file is a mistake in the command: refusing it up front leaves the
-    database untouched instead of half loaded.  (URLs are checked when read.)
+    database untouched instead of half loaded.  A URL is checked from its footer
+    (:func:`check_url_schema`); the URLs looked at are returned, so they are not
+    asked again just before their download.
     """
+    looked_at: set[str] = set()
     for source in files:
         if is_url(source):
+            check_url_schema(source, layout)
+            looked_at.add(source)
             continue
         try:
-            resolve_layout(open_parquet(source, layout), layout, source)
+            check_schema(open_parquet(source, layout).schema_arrow, layout, source)
         except RecordError as ex:
             raise LoadError(ex.describe()) from None
+    return looked_at
+
+
+def checked_batches(path: str, report: FileReport, seen_dims: dict[str, tuple[int, int]], *, batch_size: int = 4096,
+                    layout: Layout | None = None, grouped: bool = True) -> Iterator[tuple[RecordBatch, dict[str, list]]]:
+    """A file's batches as ``load`` reads them, with the store rows of each model (see :func:`rows_by_model`).
+
+    ``validate`` reads through this as well (``grouped=False``: no store rows), so
+    it refuses exactly the files, rows and fields ``load`` refuses.  Counts of
+    providers, models and OEmbeddings problems accumulate in ``report``.
+    """
+    for batch in read_batches(path, batch_size=batch_size, layout=layout, comparable=True):
+        report.nonconforming += batch.nonconforming
+        yield batch, rows_by_model(batch, seen_dims, report.per_provider_model, grouped=grouped)
 
 
 def load_file(store: Store, source: str, *, batch_size: int = 4096, progress: ProgressCallback | None = None,
-              footer_mismatch: str = "error", layout: Layout | None = None) -> FileReport:
+              footer_mismatch: str = "error", layout: Layout | None = None, schema_checked: bool = False) -> FileReport:
     """Load one file in one transaction; on any error roll back and raise :class:`LoadError`."""
     report = FileReport(source=source)
     started = time.perf_counter()
     conn = store.conn
-    with local_copy(source) as path:
+    with local_copy(source, layout, schema_checked=schema_checked) as path:
         conn.execute("begin immediate")
         try:
             keywords = keyword_index.suspend(conn)  # the keyword index is written per batch below
             touched: set[str] = set()
             seen_dims: dict[str, tuple[int, int]] = {}
-
-            def prepared() -> Iterator[tuple[RecordBatch, dict[str, list]]]:
-                # runs in the reader thread: only it touches seen_dims and the per-model counts
-                for batch in read_batches(path, batch_size=batch_size, layout=layout, comparable=True):
-                    report.nonconforming += batch.nonconforming
-                    yield batch, rows_by_model(batch, seen_dims, report.per_provider_model)
-
-            for batch, groups in prefetched(prepared()):
+            # the reader thread alone touches seen_dims and the per-model counts
+            batches = checked_batches(path, report, seen_dims, batch_size=batch_size, layout=layout)
+            for batch, groups in prefetched(batches):
                 report.ignored_columns = batch.ignored_columns
                 for label, rows in groups.items():
                     try:
@@ -489,19 +528,21 @@ def load(
     if footer_mismatch not in FOOTER_MISMATCH_CHOICES:
         raise LoadError(f"footer_mismatch must be one of {', '.join(FOOTER_MISMATCH_CHOICES)}, not {footer_mismatch!r}")
     files = expand_sources(sources)
+    checked_urls: set[str] = set()
     if layout is not None and not layout.is_identity:
-        check_layout(files, layout)
+        checked_urls = check_layout(files, layout)
     check_target(db_path)
     try:
         with exclusive_writer(db_path, on_wait=on_wait):
             return _load_locked(db_path, files, batch_size=batch_size, progress=progress, on_file_done=on_file_done,
-                                footer_mismatch=footer_mismatch, layout=layout)
+                                footer_mismatch=footer_mismatch, layout=layout, checked_urls=checked_urls)
     except WriteLockError as ex:  # only the lock's own creation raises it
         raise LoadError(f"{db_path}: {ex.strerror}") from None
 
 
 def _load_locked(db_path: str, files: list[str], *, batch_size: int, progress, on_file_done,
-                 footer_mismatch: str = "error", layout: Layout | None = None) -> LoadReport:
+                 footer_mismatch: str = "error", layout: Layout | None = None,
+                 checked_urls: set[str] = frozenset()) -> LoadReport:
     created = not os.path.exists(db_path)
     report = LoadReport()
     store = None
@@ -509,7 +550,8 @@ def _load_locked(db_path: str, files: list[str], *, batch_size: int, progress, o
         store = open_store(db_path)
         for source in files:
             file_report = load_file(store, source, batch_size=batch_size, progress=progress,
-                                    footer_mismatch=footer_mismatch, layout=layout)
+                                    footer_mismatch=footer_mismatch, layout=layout,
+                                    schema_checked=source in checked_urls)
             report.files.append(file_report)
             if on_file_done:
                 on_file_done(file_report)

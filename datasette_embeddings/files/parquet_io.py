@@ -105,13 +105,27 @@ def open_parquet(path: str, layout: Layout | None = None) -> pq.ParquetFile:
         raise RecordError(f"not a readable Parquet file ({ex})", source=path) from None
     if layout is not None and not layout.is_identity:
         return pf
-    counted = Counter(pf.schema_arrow.names)
+    check_schema(pf.schema_arrow, None, path)
+    return pf
+
+
+def check_schema(schema: pa.Schema, layout: Layout | None, source: str) -> ResolvedLayout | None:
+    """Whether a file with this schema can give records, before a row is read.
+
+    Without a layout: the seven shared columns, once each, of usable types.  With
+    one: every column it names present, once, of a usable type for its field.  The
+    schema alone is enough, so a URL is checked from its footer before any download.
+    Returns the resolved layout (None for the shared layout); raises :class:`RecordError`.
+    """
+    if layout is not None and not layout.is_identity:
+        return _resolve_layout(schema, layout, source)
+    counted = Counter(schema.names)
     repeated = [c for c in REQUIRED_COLUMNS if counted[c] > 1]
     if repeated:
         raise RecordError(
             "duplicate column name(s): " + ", ".join(f"{c} ({counted[c]} columns)" for c in repeated)
             + "; each required column must appear once",
-            source=path,
+            source=source,
         )
     names = set(counted)
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
@@ -119,11 +133,11 @@ def open_parquet(path: str, layout: Layout | None = None) -> pq.ParquetFile:
         raise RecordError(
             "missing required column(s): " + ", ".join(missing)
             + " (expected " + ", ".join(REQUIRED_COLUMNS) + ")",
-            source=path,
+            source=source,
         )
     for name in REQUIRED_COLUMNS:
-        _check_column_type(name, pf.schema_arrow.field(name).type, path)
-    return pf
+        _check_column_type(name, schema.field(name).type, source)
+    return None
 
 
 #: uncompressed bytes of the required columns read per batch at most (a row is
@@ -173,18 +187,21 @@ def read_footer_keys(path: str) -> dict:
 
 def resolve_layout(pf: pq.ParquetFile, layout: Layout, path: str) -> ResolvedLayout:
     """Check a layout against the file: every named column present, each of a usable type."""
-    schema = pf.schema_arrow
+    return _resolve_layout(pf.schema_arrow, layout, path)
+
+
+def _resolve_layout(schema: pa.Schema, layout: Layout, source: str) -> ResolvedLayout:
     counted = Counter(schema.names)
-    resolved = layout.resolve(schema, source=path)
+    resolved = layout.resolve(schema, source=source)
     for column in resolved.read_columns:
         if counted[column] > 1:
-            raise RecordError(f"duplicate column name: {column} ({counted[column]} columns)", source=path)
+            raise RecordError(f"duplicate column name: {column} ({counted[column]} columns)", source=source)
     for fld, column in resolved.origin.items():
         if column is not None:
             try:
-                _check_column_type(fld, schema.field(column).type, path)
+                _check_column_type(fld, schema.field(column).type, source)
             except RecordError as ex:
-                raise RecordError(ex.message + f" (for {fld})", source=path, field=column) from None
+                raise RecordError(ex.message + f" (for {fld})", source=source, field=column) from None
     return resolved
 
 

@@ -7,7 +7,9 @@ seekable file object whose reads become ``Range`` requests, counting every
 byte it receives so callers (and tests) can see how little was transferred.
 
 A server that ignores ``Range`` (answers 200 with the whole file) is refused
-rather than silently downloaded.
+rather than silently downloaded, with a :class:`RemoteReadError`: ``info`` reports
+it, while ``load``, which checks a URL's columns from its footer before the
+download, takes it as "cannot tell" and downloads as before.
 """
 from __future__ import annotations
 
@@ -24,6 +26,15 @@ TIMEOUT = 30
 TAIL_BYTES = 64 * 1024
 USER_AGENT = "datasette-embeddings (footer reader)"
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+class RemoteReadError(RecordError):
+    """The server, not the file: unreachable, an HTTP error, or no usable range support.
+
+    Kept apart from problems with the file's content, so a caller that only wanted
+    a look at the footer before downloading (``load URL``) can fall back to the
+    download when the server is the obstacle.
+    """
 
 
 class RangeFile(io.RawIOBase):
@@ -50,29 +61,29 @@ class RangeFile(io.RawIOBase):
             response = urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as ex:
             if ex.code == 416:
-                raise RecordError("the server refused the byte range (HTTP 416): is the file empty?", source=self.url) from None
-            raise RecordError(f"could not read (HTTP {ex.code} {ex.reason})", source=self.url) from None
+                raise RemoteReadError("the server refused the byte range (HTTP 416): is the file empty?", source=self.url) from None
+            raise RemoteReadError(f"could not read (HTTP {ex.code} {ex.reason})", source=self.url) from None
         except (urllib.error.URLError, OSError, ValueError) as ex:
-            raise RecordError(f"could not read ({getattr(ex, 'reason', ex)})", source=self.url) from None
+            raise RemoteReadError(f"could not read ({getattr(ex, 'reason', ex)})", source=self.url) from None
         with response:
             if response.status != 206:
                 # reading on would download the whole file: refuse instead
-                raise RecordError(
+                raise RemoteReadError(
                     f"the server does not support HTTP range requests (answered {response.status} to a Range request), "
                     "so the footer cannot be read alone; download the file and run info on the copy",
                     source=self.url,
                 )
             match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
             if not match or match.group(3) == "*":
-                raise RecordError("the server's range answer has no usable Content-Range header", source=self.url)
+                raise RemoteReadError("the server's range answer has no usable Content-Range header", source=self.url)
             start, end, size = int(match.group(1)), int(match.group(2)), int(match.group(3))
             try:
                 data = response.read(end - start + 1)
             except OSError as ex:
-                raise RecordError(f"could not read ({ex})", source=self.url) from None
+                raise RemoteReadError(f"could not read ({ex})", source=self.url) from None
             self.bytes_received += len(data)
             if len(data) != end - start + 1:
-                raise RecordError(f"the server sent {len(data)} bytes for a range of {end - start + 1}", source=self.url)
+                raise RemoteReadError(f"the server sent {len(data)} bytes for a range of {end - start + 1}", source=self.url)
         return start, data, size
 
     # ------------------------------------------------------------ file protocol
@@ -112,7 +123,7 @@ class RangeFile(io.RawIOBase):
         else:
             got_start, data, _size = self._get(f"bytes={start}-{end - 1}")
             if got_start != start:
-                raise RecordError(f"the server answered a range from byte {got_start}, not {start}", source=self.url)
+                raise RemoteReadError(f"the server answered a range from byte {got_start}, not {start}", source=self.url)
         self._pos += len(data)
         return data
 
