@@ -1,6 +1,7 @@
 """The ``datasette-embeddings`` command: a thin click layer over the modules."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -418,9 +419,11 @@ def map_command(db: str, models: tuple[str, ...], method: str, n_clusters: int |
               type=click.Choice(["image-image", "text-text", "text-image", "image-text"]),
               help="Only this comparison type (repeatable); default every type the records hold")
 @click.option("--force", is_flag=True, help="Recompute even when the stored links are current")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Threads over blocks of records, each with one BLAS thread  [default: one per core]")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary")
 def links(db: str, source: str, targets: tuple[str, ...], models: tuple[str, ...], k: int, threshold: float,
-          level: str, comparisons: tuple[str, ...], force: bool, quiet: bool) -> None:
+          level: str, comparisons: tuple[str, ...], force: bool, workers: int | None, quiet: bool) -> None:
     """Compute cross-collection links into the `links` table of DB.
 
     For every record (or subject) of --from, its k best matches among the records of
@@ -431,16 +434,20 @@ def links(db: str, source: str, targets: tuple[str, ...], models: tuple[str, ...
         datasette-embeddings links demo.db --from met --to brooklyn --model minilm --k 5 --level subject
     """
     from .errors import EmbeddingsError
+    from .search import blas_threads
     from .search import links as links_module
     from .storage.connection import connect
 
+    workers = workers or os.cpu_count() or 1
     bar = _Bar(enabled=not quiet and sys.stderr.isatty())
     conn = connect(db)
     try:
-        summaries = links_module.compute(
-            conn, source, targets, models, k=k, threshold=threshold, level=level, comparisons=comparisons,
-            progress=bar, force=force,
-        )
+        # threads over blocks, one core each; a single worker lets BLAS use every core itself
+        with blas_threads.limited(1) if workers > 1 else contextlib.nullcontext():
+            summaries = links_module.compute(
+                conn, source, targets, models, k=k, threshold=threshold, level=level, comparisons=comparisons,
+                progress=bar, force=force, workers=workers,
+            )
     except EmbeddingsError as ex:
         bar.done()
         raise click.ClickException(f"{db}: {ex}")

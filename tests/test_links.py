@@ -75,6 +75,24 @@ def test_subject_top_k_is_the_best_depiction_pair_of_each_subject_pair():
             assert full[a, b] == pytest.approx(scores[g, j], abs=1e-6)
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_threads_over_blocks_give_the_same_links_as_one_thread(workers):
+    rng = np.random.default_rng(7)
+    source, target = unit(rng, 203, 16), unit(rng, 2600, 16)
+    ranges = np.array([[i % 50, i % 50 + 3] for i in range(203)])
+    seen: list[int] = []
+    one = links.top_k_between(source, target, 5, block_rows=9, exclude=ranges)
+    many = links.top_k_between(source, target, 5, block_rows=9, exclude=ranges, workers=workers, progress=seen.append)
+    assert np.array_equal(one[0], many[0]) and np.array_equal(one[1], many[1])
+    assert sum(seen) == 203 and len(seen) == 23  # every block reported once, from the calling thread
+    source_groups = np.array([0, 3, 4, 10, 11, 20, 25, 90, 150, 200])
+    target_groups = np.arange(0, 2600, 13)
+    one = links.subject_top_k(source, source_groups, target, target_groups, 4, block_rows=40)
+    many = links.subject_top_k(source, source_groups, target, target_groups, 4, block_rows=40, workers=workers)
+    for a, b in zip(one, many):
+        assert np.array_equal(a, b)
+
+
 def test_fusion_is_reciprocal_rank_fusion():
     def run(model, pairs):
         r = links.Run(model, "subject", "a", "b", 3, 0.0, (), json.dumps(["version", 1]))
@@ -131,9 +149,10 @@ def stored(path, sql, params=()):
         conn.close()
 
 
-def test_links_command_matches_brute_force_per_comparison(db):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_links_command_matches_brute_force_per_comparison(db, workers):
     result = CliRunner().invoke(cli, ["links", str(db), "--from", "met", "--to", "rijks", "--model", "m-8", "--k", "3",
-                                      "--threshold", "-1"])
+                                      "--threshold", "-1", "--workers", workers])
     assert result.exit_code == 0, result.output
     assert "m-8  met -> rijks  depiction: 39 links" in result.output
     src, a = vectors(db, "m-8", "met")

@@ -15,6 +15,9 @@ every core helps with.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 
 def limit(threads: int) -> list[dict]:
     """Cap every loaded BLAS library at ``threads``; what threadpoolctl reports afterwards."""
@@ -25,3 +28,16 @@ def limit(threads: int) -> list[dict]:
         {"library": info.get("internal_api"), "threads": info.get("num_threads")}
         for info in threadpool_info() if info.get("user_api") == "blas"
     ]
+
+
+@contextmanager
+def limited(threads: int) -> Iterator[None]:
+    """BLAS capped at ``threads`` for one command's work, restored afterwards.
+
+    For one-shot commands only (see the module's note): the ``links`` command runs its
+    own threads over blocks and wants each product on one core.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=int(threads), user_api="blas"):
+        yield

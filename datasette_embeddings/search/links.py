@@ -45,6 +45,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -117,16 +118,37 @@ def _exclude(scores: np.ndarray, ranges: np.ndarray | None, start: int) -> None:
         scores[i, part[i, 0]:part[i, 1]] = -np.inf
 
 
+def _run_blocks(blocks: Sequence[tuple[int, int]], work: Callable[[int, int], int], workers: int,
+                progress: Callable[[int], None] | None) -> None:
+    """``work(start, stop)`` for every block, in ``workers`` threads.
+
+    NumPy releases the GIL in the product and in the partitions, so blocks run side by
+    side on separate cores; each writes its own rows of the output, and at most
+    ``workers`` score blocks are alive at once.  Progress is reported from the calling
+    thread, in block order, so callers need no lock.
+    """
+    if workers <= 1 or len(blocks) <= 1:
+        for start, stop in blocks:
+            done = work(start, stop)
+            if progress:
+                progress(done)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="links-block") as pool:
+        for done in pool.map(lambda block: work(*block), blocks):
+            if progress:
+                progress(done)
+
+
 def top_k_between(
     source: np.ndarray, target: np.ndarray, k: int, *, block_rows: int | None = None,
-    exclude: np.ndarray | None = None, progress: Callable[[int], None] | None = None,
+    exclude: np.ndarray | None = None, progress: Callable[[int], None] | None = None, workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each source row, the k target rows of highest dot product (cosine on unit rows).
 
     ``exclude`` (optional, ``(len(source), 2)``) gives per source row a range of target
     columns that may not match (the record itself, or its own subject).  Returns
     ``(columns (n, k), similarities (n, k))`` best first, ``-inf`` where fewer than k
-    targets were allowed.  Memory: one ``block_rows x len(target)`` block of scores.
+    targets were allowed.  Memory: ``workers`` blocks of ``block_rows x len(target)`` scores.
     """
     n = len(source)
     k = min(k, len(target))
@@ -136,20 +158,21 @@ def top_k_between(
         return cols_out, sims_out
     step = _block_rows(len(target), block_rows)
     target_t = target.T
-    for start in range(0, n, step):
-        stop = min(start + step, n)
+
+    def work(start: int, stop: int) -> int:
         scores = source[start:stop] @ target_t
         _exclude(scores, exclude, start)
         cols_out[start:stop], sims_out[start:stop] = top_k_of_rows(scores, k)
-        if progress:
-            progress(stop - start)
+        return stop - start
+
+    _run_blocks([(start, min(start + step, n)) for start in range(0, n, step)], work, workers, progress)
     return cols_out, sims_out
 
 
 def subject_top_k(
     source: np.ndarray, source_groups: np.ndarray, target: np.ndarray, target_groups: np.ndarray, k: int, *,
     block_rows: int | None = None, exclude_same: np.ndarray | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Subject-level top k: rows of ``source``/``target`` are grouped (contiguous runs).
 
@@ -171,12 +194,15 @@ def subject_top_k(
     target_bounds = np.append(target_groups, len(target))
     step = _block_rows(len(target), block_rows)
     target_t = target.T
+    blocks = []  # whole groups only, as many as fit in a block (at least one)
     g = 0
     while g < n_groups:
-        # whole groups only, as many as fit in a block (at least one)
         last = int(np.searchsorted(bounds, bounds[g] + step, side="right")) - 1
-        last = max(last, g + 1)
-        last = min(last, n_groups)
+        last = min(max(last, g + 1), n_groups)
+        blocks.append((g, last))
+        g = last
+
+    def work(g: int, last: int) -> int:
         r0, r1 = int(bounds[g]), int(bounds[last])
         scores = source[r0:r1] @ target_t
         if exclude_same is not None:
@@ -199,9 +225,9 @@ def subject_top_k(
                 flat = int(np.argmax(block))
                 out_src[g + i, j] = r0 + a0 + flat // (b1 - b0)
                 out_tgt[g + i, j] = b0 + flat % (b1 - b0)
-        if progress:
-            progress(r1 - r0)
-        g = last
+        return r1 - r0
+
+    _run_blocks(blocks, work, workers, progress)
     return out_groups, out_scores, out_src, out_tgt
 
 
@@ -286,7 +312,7 @@ def _matrix(index: fast_index.ModelIndex, rows: np.ndarray) -> np.ndarray:
 def compute_run(
     index: fast_index.ModelIndex, source: Side, target: Side, *, model: str, level: str, k: int,
     threshold: float, comparisons: Sequence[str] = (), version: str = "",
-    block_rows: int | None = None, progress: Callable[[int], None] | None = None,
+    block_rows: int | None = None, progress: Callable[[int], None] | None = None, workers: int = 1,
 ) -> Run:
     """Links from ``source`` to ``target`` under one model, per comparison type, exact."""
     started = time.perf_counter()
@@ -304,15 +330,15 @@ def compute_run(
         if level == "subject" or same_provider:
             src, tgt = src.sorted_by_subject(), tgt.sorted_by_subject()
         if level == "depiction":
-            run.rows.extend(_depiction_rows(index, src, tgt, run, comparison, same_provider, block_rows, progress))
+            run.rows.extend(_depiction_rows(index, src, tgt, run, comparison, same_provider, block_rows, progress, workers))
         else:
-            run.rows.extend(_subject_rows(index, src, tgt, run, comparison, same_provider, block_rows, progress))
+            run.rows.extend(_subject_rows(index, src, tgt, run, comparison, same_provider, block_rows, progress, workers))
     run.seconds = time.perf_counter() - started
     return run
 
 
 def _depiction_rows(index, src: Side, tgt: Side, run: Run, comparison: str, same_provider: bool,
-                    block_rows, progress) -> Iterable[tuple]:
+                    block_rows, progress, workers: int = 1) -> Iterable[tuple]:
     exclude = None
     if same_provider:  # not the record itself, nor another depiction of its own subject
         tgt_subjects = tgt.subjects.astype(str)
@@ -320,7 +346,7 @@ def _depiction_rows(index, src: Side, tgt: Side, run: Run, comparison: str, same
         exclude = np.stack([np.searchsorted(tgt_subjects, src_subjects, side="left"),
                             np.searchsorted(tgt_subjects, src_subjects, side="right")], axis=1)
     cols, sims = top_k_between(_matrix(index, src.rows), _matrix(index, tgt.rows), run.k,
-                               block_rows=block_rows, exclude=exclude, progress=progress)
+                               block_rows=block_rows, exclude=exclude, progress=progress, workers=workers)
     keep = np.isfinite(sims) & (sims >= run.threshold)
     for i, j in zip(*np.nonzero(keep)):
         t = cols[i, j]
@@ -336,7 +362,7 @@ def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
 
 
 def _subject_rows(index, src: Side, tgt: Side, run: Run, comparison: str, same_provider: bool,
-                  block_rows, progress) -> Iterable[tuple]:
+                  block_rows, progress, workers: int = 1) -> Iterable[tuple]:
     src_subjects, tgt_subjects = src.subjects.astype(str), tgt.subjects.astype(str)
     src_starts, tgt_starts = _group_starts(src_subjects), _group_starts(tgt_subjects)
     exclude = None
@@ -347,7 +373,7 @@ def _subject_rows(index, src: Side, tgt: Side, run: Run, comparison: str, same_p
         exclude = np.where((pos < len(names)) & (names[pos_clipped] == src_subjects[src_starts]), pos_clipped, -1)
     groups, scores, src_rows, tgt_rows = subject_top_k(
         _matrix(index, src.rows), src_starts, _matrix(index, tgt.rows), tgt_starts, run.k,
-        block_rows=block_rows, exclude_same=exclude, progress=progress,
+        block_rows=block_rows, exclude_same=exclude, progress=progress, workers=workers,
     )
     keep = np.isfinite(scores) & (scores >= run.threshold)
     for g, j in zip(*np.nonzero(keep)):
@@ -508,7 +534,7 @@ def compute(
     conn, source: str, targets: Sequence[str] = (), models: Sequence[str] = (), *, k: int = 5,
     threshold: float = 0.0, level: str = "depiction", comparisons: Sequence[str] = (),
     block_rows: int | None = None, progress: Callable[[int, int], None] | None = None,
-    force: bool = False,
+    force: bool = False, workers: int = 1,
 ) -> list[Summary]:
     """Compute and store links (the ``links`` command); all runs are written in one transaction.
 
@@ -555,7 +581,7 @@ def compute(
             run = compute_run(
                 index, _side(conn, index, model, source), _side(conn, index, model, target), model=model.label,
                 level=level, k=k, threshold=threshold, comparisons=comparisons, version=versions[model.label],
-                block_rows=block_rows, progress=step,
+                block_rows=block_rows, progress=step, workers=workers,
             )
             runs[(model.label, target)] = run
             summaries.append(Summary(model.label, target, len(run.rows), run.seconds, False))
