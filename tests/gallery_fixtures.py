@@ -173,3 +173,20 @@ def fetch(ds, path: str, method: str = "get", **kwargs):
 
 def rid(db_path, provider: str, depiction_id: str, model: str = IMAGE_MODEL) -> int:
     return record_id(db_path, provider, depiction_id, model)
+
+
+def csrf(ds, path: str = "/museum/-/search") -> tuple[str, dict]:
+    """The form's csrftoken and the cookie asgi-csrf set with it, as a browser would have them."""
+    r = fetch(ds, path)
+    token = re.search(r'name="csrftoken" value="([^"]+)"', r.text).group(1)
+    return token, {"ds_csrftoken": r.cookies["ds_csrftoken"]}
+
+
+def upload(ds, data: bytes, fields: dict | None = None, token: bool = True, path="/museum/-/search"):
+    """POST ``data`` as the search form's image, with the form's CSRF token unless ``token`` is False."""
+    form = dict(fields or {})
+    cookies = {}
+    if token:
+        value, cookies = csrf(ds, path.split("/-/")[0] + "/-/search")  # the same database's form
+        form = {"csrftoken": value, **form}
+    return fetch(ds, path, "post", data=form, files={"image": ("query.jpg", data, "image/jpeg")}, cookies=cookies)

@@ -125,7 +125,7 @@ def test_siglip_texts_are_padded_to_64_tokens(staged):
 def test_naflex_keeps_the_aspect_ratio_in_its_patches(staged, images):
     """NaFlex's image processor (the checkpoint's own) patches a wide image into a wide grid."""
     model = runtime.get_model(tiny_models.NAFLEX)
-    _, image_processor, _ = model._load()
+    _, image_processor, _ = model.load()
     from PIL import Image
 
     wide = image_processor(images=[Image.new("RGB", (400, 100))], return_tensors="pt")
@@ -149,7 +149,7 @@ def test_availability_is_known_without_loading(staged):
     assert runtime.is_available(tiny_models.NAFLEX)
     assert not runtime.is_available("google/siglip2-so400m-patch16-naflex")  # not in the cache
     assert not runtime.is_available("apple/mobileclip_s0")
-    assert runtime.get_model("google/siglip2-so400m-patch16-naflex")._loaded is None
+    assert not runtime.get_model("google/siglip2-so400m-patch16-naflex").load.loaded
 
 
 def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, monkeypatch, staged):
@@ -186,7 +186,7 @@ def test_mobileclip_without_open_clip_says_what_to_install():
 
 def test_building_the_model_objects_loads_no_weights():
     for model, aliases in adapters.embedding_models():
-        assert getattr(model, "_loaded", None) is None
+        assert not model.load.loaded
 
 
 # ---------------------------------------------------------------- the whole path
@@ -259,22 +259,13 @@ def test_embed_text_and_embed_image_in_sql_feed_a_vec0_knn(published_db):
 
 
 def test_search_page_by_text_and_by_image(published_db):
-    from tests.gallery_fixtures import fetch
+    from tests.gallery_fixtures import fetch, upload
 
     ds = Datasette([str(published_db)])
     data = fetch(ds, "/published/-/search.json", params={"q": "a ship at sea", "model": tiny_models.NAFLEX}).json()
     assert data["query"]["model"] == tiny_models.NAFLEX
     assert len(data["results"]) > 0
-    page = fetch(ds, "/published/-/search")
-    import re
-
-    token = re.search(r'name="csrftoken" value="([^"]+)"', page.text).group(1)
-    response = fetch(
-        ds, "/published/-/search.json", "post",
-        data={"csrftoken": token, "model": tiny_models.DINOV2, "k": "3"},
-        files={"image": ("q.jpg", image_bytes("DP259541.jpg"), "image/jpeg")},
-        cookies={"ds_csrftoken": page.cookies["ds_csrftoken"]},
-    )
+    response = upload(ds, image_bytes("DP259541.jpg"), {"model": tiny_models.DINOV2, "k": "3"}, path="/published/-/search.json")
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert results[0]["depiction_id"] == "DP259541"

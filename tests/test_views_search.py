@@ -5,23 +5,7 @@ import re
 import pytest
 from PIL import Image
 
-from tests.gallery_fixtures import FAKE_TEXT_MODEL, IMAGE_MODEL, IMAGES, ds, fetch, museum_db  # noqa: F401
-
-
-def csrf(ds) -> tuple[str, dict]:
-    """The form's csrftoken and the cookie asgi-csrf set with it, as a browser would have them."""
-    r = fetch(ds, "/museum/-/search")
-    token = re.search(r'name="csrftoken" value="([^"]+)"', r.text).group(1)
-    return token, {"ds_csrftoken": r.cookies["ds_csrftoken"]}
-
-
-def upload(ds, data: bytes, fields: dict | None = None, token: bool = True, path="/museum/-/search"):
-    form = dict(fields or {})
-    cookies = {}
-    if token:
-        value, cookies = csrf(ds)
-        form = {"csrftoken": value, **form}
-    return fetch(ds, path, "post", data=form, files={"image": ("query.jpg", data, "image/jpeg")}, cookies=cookies)
+from tests.gallery_fixtures import FAKE_TEXT_MODEL, IMAGE_MODEL, IMAGES, csrf, ds, fetch, museum_db, upload  # noqa: F401
 
 
 def test_text_search_finds_the_record_with_those_words(ds):

@@ -52,22 +52,45 @@ class ModelSpec:
 
 _MOBILECLIP_S0_UNAVAILABLE = (
     "MobileCLIP-S0's text encoder exists only in Apple's ml-mobileclip code, not in open_clip "
-    "(open_clip has MobileCLIP-S1, -S2, -B and MobileCLIP2-S0, a different model)"
+    "(open_clip 3.3 builds MobileCLIP-S1, -S2, -B and the MobileCLIP2 family; its maintainers declined "
+    "S0's text encoder, open_clip issue #958). MobileCLIP2-S0 (apple/mobileclip2_s0) is a different model "
+    "whose vectors do not match S0's"
 )
 
+
+def _mobileclip(label: str, checkpoint: str, dimensions: int, parameters: int, aliases: tuple[str, ...],
+                open_clip_name: str, pretrained: str) -> ModelSpec:
+    return ModelSpec(label, MOBILECLIP, checkpoint, dimensions, parameters, aliases=aliases,
+                     open_clip_name=open_clip_name, open_clip_pretrained=pretrained)
+
+
 SPECS: tuple[ModelSpec, ...] = (
-    # MobileCLIP (Apple): SFO Museum's and the Met's labels; 256x256, no mean/std normalisation
+    # MobileCLIP (Apple), as open_clip names them: architecture + pretrained tag, whose entry in
+    # open_clip's table names the weights' repository and the published preprocessing.
+    # SFO Museum's labels and the Met's spellings; S0's text tower is not in open_clip.
     ModelSpec("apple/mobileclip_s0", MOBILECLIP, "apple/MobileCLIP-S0", 512, 54,
               aliases=("apple/MobileCLIP-S0", "mobileclip-s0"), unavailable=_MOBILECLIP_S0_UNAVAILABLE),
-    ModelSpec("apple/mobileclip_s1", MOBILECLIP, "apple/MobileCLIP-S1-OpenCLIP", 512, 85,
-              aliases=("apple/MobileCLIP-S1", "mobileclip-s1"),
-              open_clip_name="MobileCLIP-S1", open_clip_pretrained="datacompdr"),
-    ModelSpec("apple/mobileclip_s2", MOBILECLIP, "apple/MobileCLIP-S2-OpenCLIP", 512, 99,
-              aliases=("apple/MobileCLIP-S2", "mobileclip-s2"),
-              open_clip_name="MobileCLIP-S2", open_clip_pretrained="datacompdr"),
-    ModelSpec("apple/mobileclip_b", MOBILECLIP, "apple/MobileCLIP-B-OpenCLIP", 512, 150,
-              aliases=("apple/MobileCLIP-B", "mobileclip-b"),
-              open_clip_name="MobileCLIP-B", open_clip_pretrained="datacompdr"),
+    _mobileclip("apple/mobileclip_s1", "apple/MobileCLIP-S1-OpenCLIP", 512, 85,
+                ("apple/MobileCLIP-S1", "mobileclip-s1"), "MobileCLIP-S1", "datacompdr"),
+    _mobileclip("apple/mobileclip_s2", "apple/MobileCLIP-S2-OpenCLIP", 512, 99,
+                ("apple/MobileCLIP-S2", "mobileclip-s2"), "MobileCLIP-S2", "datacompdr"),
+    _mobileclip("apple/mobileclip_b", "apple/MobileCLIP-B-OpenCLIP", 512, 150,
+                ("apple/MobileCLIP-B", "mobileclip-b"), "MobileCLIP-B", "datacompdr"),
+    _mobileclip("apple/mobileclip_blt", "apple/MobileCLIP-B-LT-OpenCLIP", 512, 150,
+                ("apple/MobileCLIP-B-LT", "mobileclip-b-lt"), "MobileCLIP-B", "datacompdr_lt"),
+    # MobileCLIP2 (Apple, 2025): open_clip's weights are republished under timm/
+    _mobileclip("apple/mobileclip2_s0", "timm/MobileCLIP2-S0-OpenCLIP", 512, 75,
+                ("apple/MobileCLIP2-S0", "mobileclip2-s0"), "MobileCLIP2-S0", "dfndr2b"),
+    _mobileclip("apple/mobileclip2_s2", "timm/MobileCLIP2-S2-OpenCLIP", 512, 99,
+                ("apple/MobileCLIP2-S2", "mobileclip2-s2"), "MobileCLIP2-S2", "dfndr2b"),
+    _mobileclip("apple/mobileclip2_b", "timm/MobileCLIP2-B-OpenCLIP", 512, 150,
+                ("apple/MobileCLIP2-B", "mobileclip2-b"), "MobileCLIP2-B", "dfndr2b"),
+    _mobileclip("apple/mobileclip2_s3", "timm/MobileCLIP2-S3-OpenCLIP", 768, 249,
+                ("apple/MobileCLIP2-S3", "mobileclip2-s3"), "MobileCLIP2-S3", "dfndr2b"),
+    _mobileclip("apple/mobileclip2_s4", "timm/MobileCLIP2-S4-OpenCLIP", 768, 445,
+                ("apple/MobileCLIP2-S4", "mobileclip2-s4"), "MobileCLIP2-S4", "dfndr2b"),
+    _mobileclip("apple/mobileclip2_l14", "timm/MobileCLIP2-L-14-OpenCLIP", 768, 428,
+                ("apple/MobileCLIP2-L-14", "mobileclip2-l-14"), "MobileCLIP2-L-14", "dfndr2b"),
     # SigLIP (Google)
     ModelSpec("google/siglip-so400m-patch14-384", SIGLIP, "google/siglip-so400m-patch14-384", 1152, 878,
               aliases=("siglip-so400m-384",)),

@@ -8,8 +8,43 @@ instead of the library's long traceback about connection errors.
 from __future__ import annotations
 
 import os
+import threading
+from typing import Callable, Generic, TypeVar
 
 from .catalogue import ModelSpec
+
+T = TypeVar("T")
+
+
+class LoadOnce(Generic[T]):
+    """A checkpoint's weights, loaded by ``loader`` at most once however many threads ask.
+
+    Loading takes seconds and gigabytes, so a second thread asking while the first loads
+    waits for that load instead of starting its own.  A load that raises is not kept:
+    the next call tries again (the missing checkpoint may have been downloaded since).
+    Calling the object is a plain blocking callable, so whoever decides *when* weights
+    load (a background thread at startup) can run it anywhere.
+    """
+
+    def __init__(self, loader: Callable[[], T]) -> None:
+        self._loader = loader
+        self._value: T | None = None
+        self._done = False
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory (asked without loading them)."""
+        return self._done
+
+    def __call__(self) -> T:
+        if self._done:
+            return self._value  # type: ignore[return-value]
+        with self._lock:
+            if not self._done:
+                self._value = self._loader()
+                self._done = True
+        return self._value  # type: ignore[return-value]
 
 
 def offline() -> bool:

@@ -1,20 +1,27 @@
-"""MobileCLIP run by open_clip (its FastViT image towers come from timm).
+"""MobileCLIP and MobileCLIP2 run by open_clip (their FastViT / MCi image towers come from timm).
 
-open_clip builds the architecture from its own configuration (``MobileCLIP-S1`` with
-the pretrained tag ``datacompdr``, whose weights are ``apple/MobileCLIP-S1-OpenCLIP``) and
-returns the preprocessing the checkpoint was published with: for MobileCLIP, the
-shortest side resized to 256 (bilinear), a 256x256 centre crop, pixels scaled to 0-1
-and *no* mean/std normalisation.  Texts go through open_clip's tokenizer for the same
-architecture (77 tokens).  Vectors are L2-normalised, as open_clip's
+open_clip builds the architecture from its own configuration (``MobileCLIP-S1``) and, given
+the pretrained tag (``datacompdr``), finds the weights' repository in its pretrained table
+(``apple/MobileCLIP-S1-OpenCLIP``) and returns the preprocessing the checkpoint was
+published with.  For MobileCLIP that is: the shortest side resized to the tower's size
+(256 for S1/S2, 224 for B; bilinear), a centre crop to a square, pixels scaled to 0-1 and
+*no* mean/std normalisation (MobileCLIP2-S3/-S4/-L-14 use CLIP's mean/std instead).  The
+tag matters: built without it, open_clip would hand out CLIP's default transform (bicubic,
+CLIP mean/std), which is not what the vectors were made with.  Texts go through open_clip's
+tokenizer for the same architecture (77 tokens).  Vectors are L2-normalised, as open_clip's
 ``encode_*(normalize=True)`` does.
 
-open_clip and timm import torchvision, whose PyPI wheels are built against the CUDA
-build of torch; with a CPU-only torch, install torchvision from the same index as torch.
+The weights come from the Hugging Face cache in open_clip's hub layout
+(``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin`` in the repository);
+:mod:`checkpoints` refuses a missing one offline before open_clip is asked.
+
+open_clip and timm import torchvision, which must be built for the installed torch: PyPI's
+torchvision does not import beside a CPU-only torch from another index (``operator
+torchvision::nms does not exist``); install the two as a matching pair.
 """
 from __future__ import annotations
 
 import io
-import threading
 from typing import Iterable, Iterator
 
 import llm
@@ -27,7 +34,7 @@ OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin
 
 
 class OpenClipModel(llm.EmbeddingModel):
-    """A MobileCLIP checkpoint; weights load on first use."""
+    """A MobileCLIP or MobileCLIP2 checkpoint run by open_clip; weights load on first use."""
 
     batch_size = 16
     supports_text = True
@@ -36,20 +43,12 @@ class OpenClipModel(llm.EmbeddingModel):
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.model_id = spec.label
-        self._loaded = None
-        self._load_lock = threading.Lock()
+        #: the weights, loaded on first use (or by whoever calls ``load()`` ahead of it)
+        self.load = checkpoints.LoadOnce(self._load_now)
 
     def is_available(self) -> bool:
         packages = ("torch", "torchvision", "timm", "open_clip")
-        return self._loaded is not None or checkpoints.available(self.spec, packages, OPEN_CLIP_WEIGHTS)
-
-    def _load(self):
-        if self._loaded is not None:
-            return self._loaded
-        with self._load_lock:
-            if self._loaded is None:
-                self._loaded = self._load_now()
-        return self._loaded
+        return self.load.loaded or checkpoints.available(self.spec, packages, OPEN_CLIP_WEIGHTS)
 
     def _load_now(self):
         from ..runtime import EmbeddingError
@@ -61,7 +60,8 @@ class OpenClipModel(llm.EmbeddingModel):
         except Exception as ex:  # ImportError, or torchvision's extension failing against this torch
             raise EmbeddingError(
                 f"model '{self.spec.label}' needs open_clip, timm and a torchvision that matches your torch "
-                f"({type(ex).__name__}: {ex}): pip install 'datasette-museum-embeddings[mobileclip]'"
+                f"({type(ex).__name__}: {ex}): install torch and torchvision as a pair from one index "
+                "(e.g. pip install torch torchvision), then pip install 'datasette-museum-embeddings[mobileclip]'"
             ) from None
         checkpoints.require(self.spec, *OPEN_CLIP_WEIGHTS)
         try:
@@ -89,7 +89,7 @@ class OpenClipModel(llm.EmbeddingModel):
         items = list(items)
         if not items:
             return iter(())
-        model, preprocess, tokenizer = self._load()
+        model, preprocess, tokenizer = self.load()
         with torch.inference_mode():
             if isinstance(items[0], (bytes, bytearray)):
                 batch = torch.stack([preprocess(Image.open(io.BytesIO(b)).convert("RGB")) for b in items])

@@ -19,7 +19,6 @@ pixels) that would override the checkpoint's file.
 from __future__ import annotations
 
 import io
-import threading
 from typing import Iterable, Iterator
 
 import llm
@@ -41,22 +40,14 @@ class TransformersModel(llm.EmbeddingModel):
         self.model_id = spec.label
         self.supports_text = spec.supports_text
         self.supports_binary = True
-        self._loaded = None
-        self._load_lock = threading.Lock()
+        #: the weights, loaded on first use (or by whoever calls ``load()`` ahead of it)
+        self.load = checkpoints.LoadOnce(self._load_now)
 
     def is_available(self) -> bool:
         packages = ("torch", "transformers")
-        return self._loaded is not None or checkpoints.available(self.spec, packages, ("config.json",))
+        return self.load.loaded or checkpoints.available(self.spec, packages, ("config.json",))
 
     # ---------------------------------------------------------------- loading
-
-    def _load(self):
-        if self._loaded is not None:
-            return self._loaded
-        with self._load_lock:
-            if self._loaded is None:
-                self._loaded = self._load_now()
-        return self._loaded
 
     def _load_now(self):
         from ..runtime import EmbeddingError
@@ -108,7 +99,7 @@ class TransformersModel(llm.EmbeddingModel):
             raise EmbeddingError(f"model '{self.spec.label}' embeds images only; it cannot embed text")
         import torch
 
-        model, _, tokenizer = self._load()
+        model, _, tokenizer = self.load()
         if self.spec.family in (SIGLIP, NAFLEX):
             tokens = tokenizer(
                 texts, padding="max_length", max_length=SIGLIP_TEXT_LENGTH, truncation=True, return_tensors="pt"
@@ -124,7 +115,7 @@ class TransformersModel(llm.EmbeddingModel):
     def embed_images(self, blobs: list[bytes]):
         import torch
 
-        model, image_processor, _ = self._load()
+        model, image_processor, _ = self.load()
         pictures = [_picture(b) for b in blobs]
         pixels = image_processor(images=pictures, return_tensors="pt")
         with torch.inference_mode():
