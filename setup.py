@@ -22,7 +22,7 @@ setup(
     # templates/ lives at the top level (the product card fixes it); the package
     # reaches it through the datasette_embeddings/templates symlink, which
     # setuptools follows when it builds a wheel.
-    package_data={"datasette_embeddings": ["templates/*.html", "static/*.js"]},
+    package_data={"datasette_embeddings": ["templates/*.html", "static/*.js", "static/*.css"]},
     include_package_data=True,
     entry_points={
         "datasette": ["embeddings = datasette_embeddings"],

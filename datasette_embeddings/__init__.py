@@ -104,6 +104,14 @@ def extra_template_vars(template, database, table, columns, view_name, request, 
 
 
 @hookimpl
+def extra_css_urls(datasette):
+    from .web import static_files
+
+    # every page: ours, and Datasette's table and query pages, which show records as cards
+    return [static_files.stylesheet_url(datasette)]
+
+
+@hookimpl
 def permission_allowed(datasette, actor, action, resource):
     if action != "embeddings-judge":  # answer only our own permission, without importing anything
         return None

@@ -116,6 +116,9 @@ def met_records(shared: str) -> tuple[list[dict], list[str]]:
                 attributes["date"] = obj["objectDate"]
             if not attributes["preview"].startswith("https://"):
                 attributes.pop("preview")
+            elif os.path.exists(os.path.join(HERE, "previews", attributes["preview"].rsplit("/", 1)[-1])):
+                # the painting's image ships with the demo (build_images wrote it): the title shows it offline too
+                attributes["preview"] = "/previews/" + attributes["preview"].rsplit("/", 1)[-1]
             records.append(
                 {"provider": "met", "depiction_id": f"{obj['object_id']}#title", "subject_id": str(obj["object_id"]),
                  "model": TEXT_MODEL_LABEL, "created": CREATED, "attributes": attributes}

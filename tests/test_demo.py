@@ -95,3 +95,22 @@ def test_the_demo_map_has_clusters_shared_by_the_met_and_brooklyn(demo_conn):
     mixed = sorted(maps.cluster_rows(demo_conn, TEXT_MODEL), key=lambda c: -c["provider_diversity"])[:3]
     assert all(set(c["providers"]) == {"met", "brooklyn"} for c in mixed)
     assert "portrait" in mixed[0]["words"]
+
+
+def test_every_local_preview_the_demo_points_at_is_shipped(demo_conn):
+    """Previews under /previews are served from demo/previews (make demo's --static): none may be missing."""
+    local = [
+        (provider, depiction, preview)
+        for provider, depiction, preview in demo_conn.execute(
+            "select provider, depiction_id, json_extract(attributes, '$.preview') from records "
+            "where json_extract(attributes, '$.type') = 'image' or json_extract(attributes, '$.preview') like '/%'"
+        )
+        if preview and preview.startswith("/")
+    ]
+    assert local, "the demo has no shipped previews"
+    missing = [(p, d, url) for p, d, url in local if not url.startswith("/previews/") or not (DEMO / "previews" / url[len("/previews/"):]).is_file()]
+    assert missing == []
+    # every shipped file is used, and the Met titles of the two shipped paintings show them too
+    assert {url.rsplit("/", 1)[1] for _, _, url in local} == {p.name for p in (DEMO / "previews").iterdir()}
+    titles = {d: url for p, d, url in local if p == "met" and d.endswith("#title")}
+    assert titles == {"436896#title": "/previews/DP159891.jpg", "37854#title": "/previews/DP259541.jpg"}

@@ -39,7 +39,15 @@ def _respond(datasette, response: Response) -> Response:
     return response
 
 
+def _database_color(datasette, database: str | None) -> str | None:
+    """The colour Datasette marks a database's page headers with (1.0: per database; 0.65: red for all)."""
+    if not database or database not in datasette.databases:
+        return None
+    return getattr(datasette.databases[database], "color", None) or "ff0000"
+
+
 async def _render(datasette, request, template: str, context: dict) -> Response:
+    context = {"database_color": _database_color(datasette, context.get("database")), **context}
     html = await datasette.render_template([template], context, request=request)
     return _respond(datasette, Response.html(html))
 

@@ -27,3 +27,20 @@ def plugin_name() -> str:
 
 def static_url(datasette, filename: str) -> str:
     return datasette.urls.static_plugins(plugin_name(), filename)
+
+
+#: the one stylesheet of our pages (and of the cards on Datasette's table and query pages)
+STYLESHEET = "embeddings.css"
+
+
+@functools.lru_cache(maxsize=8)
+def _content_hash(filename: str) -> str:
+    import hashlib
+
+    with open(os.path.join(STATIC, filename), "rb") as fp:
+        return hashlib.sha256(fp.read()).hexdigest()[:12]
+
+
+def stylesheet_url(datasette) -> str:
+    """Our stylesheet's URL with its content hash, as Datasette versions app.css: a new release is fetched anew."""
+    return f"{static_url(datasette, STYLESHEET)}?{_content_hash(STYLESHEET)}"
