@@ -229,8 +229,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-def wait_until_serving(proc, base: str, timeout: float = 90) -> None:
-    """Block until the datasette started as ``proc`` answers at ``base``; its output in the error if it died."""
+def wait_until_serving(proc, base: str, timeout: float = 90, log=None) -> None:
+    """Block until the datasette started as ``proc`` answers at ``base``; its output in the error if it died.
+
+    ``log``: the file the server writes its output to, for a server whose output is not a pipe (a pipe
+    nobody reads fills up after a few hundred access-log lines, and the server then blocks on it).
+    """
     import time
     import urllib.request
 
@@ -241,7 +245,8 @@ def wait_until_serving(proc, base: str, timeout: float = 90) -> None:
             return
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("datasette did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+                output = open(log, "rb").read() if log is not None else proc.stdout.read()
+                raise RuntimeError("datasette did not start: " + output.decode(errors="replace")[-2000:])
             time.sleep(0.3)
 
 

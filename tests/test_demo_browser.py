@@ -11,6 +11,9 @@ import sys
 
 import pytest
 
+from click.testing import CliRunner
+
+from datasette_embeddings import cli
 from datasette_embeddings.files import loader
 from tests.helpers import free_port, launch_chromium, wait_until_serving
 from tests.test_browser import CHROMIUM, images_loaded
@@ -30,21 +33,32 @@ def demo_server(tmp_path_factory):
     pytest.importorskip("playwright")
     db = tmp_path_factory.mktemp("demo-browser") / "demo.db"
     loader.load(str(db), [str(ROOT / f) for f in makefile_demo_files()])
+    # links, judgements and a map of the small image model, so the links, evaluation, map and
+    # clusters pages have content to lay out (the MiniLM ones take minutes; test_tour builds those)
+    for args in (["links", str(db), "--from", "rijksmuseum", "--to", "met", "--model", "colour-layout-v1", "--k", "2", "--quiet"],
+                 ["judgements", "import", str(db), str(ROOT / "demo" / "judgements.csv")],
+                 ["map", str(db), "--model", "colour-layout-v1"]):
+        done = CliRunner().invoke(cli.cli, args, catch_exceptions=False)
+        assert done.exit_code == 0, (args, done.output)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     datasette = pathlib.Path(sys.executable).parent / "datasette"
+    # the server's output goes to a file: every page fetches its previews, and the access log of
+    # this many pages would fill a pipe that nobody reads (the server then blocks writing to it)
+    log = open(db.parent / "datasette.log", "wb")
     proc = subprocess.Popen(
         [str(datasette), "serve", "-i", str(db), "--metadata", str(ROOT / "metadata.yml"),
          "--static", f"previews:{ROOT / 'demo' / 'previews'}", "--host", "127.0.0.1", "--port", str(port), "--cors",
          "--setting", "sql_time_limit_ms", "10000"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     try:
-        wait_until_serving(proc, base, timeout=120)
+        wait_until_serving(proc, base, timeout=120, log=log.name)
         yield base
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +86,15 @@ PAGES = [
     "/demo/near_duplicates?model=colour-layout-v1&threshold=0.9",
     "/demo/records",
     "/demo/-/gallery/999999999",
+    "/demo/-/links?model=colour-layout-v1",
+    "/demo/-/links/evaluation",
+    "/demo/-/map?model=colour-layout-v1",
+    "/demo/-/clusters?model=colour-layout-v1",
+    "/demo/-/clusters/0?model=colour-layout-v1",
+    "/-/embeddings/compare?database=demo&a=colour-layout-v1&b=sentence-transformers/all-MiniLM-L6-v2&k=1",
+    "/-/embeddings/compare?database=demo&a=colour-layout-v1&b=sentence-transformers/all-MiniLM-L6-v2&k=5",
+    "/demo/-/record/met/436896~23title",
+    "/demo/cross_provider_links",
 ]
 
 
