@@ -15,6 +15,8 @@ one and two words):
 * ``gallery page``: the gallery's ``q`` filter, first page of 48 in id order;
 * ``gallery page + model``: the same under a model filter;
 * ``ranked top 50``: BM25-ranked keyword results (the search page's keyword list);
+* ``ranked top 50 + model``: the same under a model filter (the keyword half of a hybrid search,
+  which always names the text model);
 * ``counts``: the facet counts under ``q`` (model x provider x type);
 
 and, as the baseline in the same run, a NumPy scan of the same titles for one
@@ -129,15 +131,17 @@ def main() -> None:
         "half-typed prefix": "portr",
     }
     print(f"{n:,} records; load: {os.getloadavg()[0]:.1f}")
-    print(f"{'query':<20} {'matches':>9} {'page':>8} {'page+model':>11} {'top50':>8} {'counts':>8}  (ms, median of {args.repeat})")
+    print(f"{'query':<20} {'matches':>9} {'page':>8} {'page+model':>11} {'top50':>8} {'top50+model':>12} {'counts':>8}"
+          f"  (ms, median of {args.repeat})")
     flt = gallery.GalleryFilter(q=None)
     for label, q in queries.items():
         matches = conn.execute("select count(*) from records_fts where records_fts match ?", [keywords.match_expression(q)]).fetchone()[0]
         page = timed(lambda: gallery._keyword_rows(conn, gallery.GalleryFilter(q=q), 0, 48), args.repeat)
         page_m = timed(lambda: gallery._keyword_rows(conn, gallery.GalleryFilter(q=q, model="minilm"), 0, 48), args.repeat)
         top = timed(lambda: keywords.ranked_ids(conn, q, limit=50), args.repeat)
+        top_m = timed(lambda: keywords.ranked_ids(conn, q, keywords.KeywordFilter(model="minilm"), limit=50), args.repeat)
         counts = timed(lambda: gallery.keyword_counts(conn, q), max(1, args.repeat // 2))
-        print(f"{label:<20} {matches:>9,} {page:>8.1f} {page_m:>11.1f} {top:>8.1f} {counts:>8.1f}")
+        print(f"{label:<20} {matches:>9,} {page:>8.1f} {page_m:>11.1f} {top:>8.1f} {top_m:>12.1f} {counts:>8.1f}")
     del flt
     baseline = timed(lambda: np.flatnonzero(np.char.find(titles, "portrait") >= 0), 1)
     fts = timed(lambda: gallery._keyword_rows(conn, gallery.GalleryFilter(q="portrait"), 0, 48), args.repeat)

@@ -235,3 +235,46 @@ def test_load_indexes_in_bulk_and_leaves_the_triggers_in_place(tmp_path, batch_s
         assert [i for i, _ in keywords.ranked_ids(conn, "dirigible")] == [1000]
     finally:
         conn.close()
+
+
+def test_ranking_on_a_hand_checked_example(tmp_path):
+    """BM25 as worked out by hand for "storm" (k1 1.2, b 0.75, weights title 10, text 5, credit line 2).
+
+    Tokens per record (all columns): 1, 8, 5, 6, 2, 1, so avgdl = 23 / 6.  A record's score is
+    idf * F * 2.2 / (F + 1.2 * (0.25 + 0.75 * D / avgdl)), F the weighted count of "storm":
+    "Storm" (F 10, D 1): 2.09; the ship (F 10, D 8): 1.81; the seascape, in its text (F 5, D 5): 1.70;
+    the harbour, in its credit line (F 2, D 6): 1.19.  The two "Storm" records tie: the lower id first.
+    Filters keep the order and only take records out.
+    """
+    attributes = [
+        ("met", "m", {"subject_title": "Storm"}),
+        ("met", "m", {"subject_title": "Ship in a storm off a rocky coast"}),
+        ("met", "m", {"subject_title": "Seascape", "text": "A storm at sea"}),
+        ("met", "m", {"subject_title": "Harbour", "subject_creditline": "Gift of the Storm family"}),
+        ("met", "m", {"subject_title": "Calm sea"}),
+        ("nga", "other", {"subject_title": "Storm"}),
+    ]
+    records = []
+    for i, (provider, model, attrs) in enumerate(attributes):
+        (r,) = make_records(1, providers=(provider,), models={model: 4}, seed=i)
+        r["depiction_id"] = f"d{i}"
+        r["attributes"] = {"type": "image", **attrs}
+        records.append(r)
+    path, db = tmp_path / "storm.parquet", tmp_path / "storm.db"
+    write_parquet(path, records)
+    loader.load(str(db), [str(path)])
+    conn = connect(str(db))
+    try:
+        ids = {depiction: rid for rid, depiction in conn.execute("select id, depiction_id from records")}
+        ranked = keywords.ranked_ids(conn, "storm")
+        assert [rid for rid, _ in ranked] == [ids[d] for d in ("d0", "d5", "d1", "d2", "d3")]
+        scores = [s for _, s in ranked]
+        assert scores[0] == scores[1] and scores == sorted(scores)  # FTS5: lower is better
+        idf = -scores[0] / (10 * 2.2 / (10 + 1.2 * (0.25 + 0.75 * 1 / (23 / 6))))
+        for (_, score), (f, d) in zip(ranked[2:], [(10, 8), (5, 5), (2, 6)]):
+            assert score == pytest.approx(-idf * f * 2.2 / (f + 1.2 * (0.25 + 0.75 * d / (23 / 6))))
+        assert keywords.ranked_ids(conn, "storm", keywords.KeywordFilter(providers=("nga",))) == [ranked[1]]
+        assert keywords.ranked_ids(conn, "storm", keywords.KeywordFilter(model="m")) == [ranked[0], *ranked[2:]]
+        assert keywords.ranked_ids(conn, "storm", keywords.KeywordFilter(model="m"), limit=2) == [ranked[0], ranked[2]]
+    finally:
+        conn.close()

@@ -68,6 +68,10 @@ def test_wheel_contains_the_map_script(wheel):
     assert "datasette_embeddings/static/map.js" in zipfile.ZipFile(wheel).namelist()
 
 
+def test_wheel_contains_the_stylesheet(wheel):
+    assert "datasette_embeddings/static/embeddings.css" in zipfile.ZipFile(wheel).namelist()
+
+
 def test_wheel_is_the_one_the_readme_publishes(wheel):
     """README's publish line installs the wheel `pip wheel` builds, under our distribution name."""
     readme = (ROOT / "README.md").read_text()
