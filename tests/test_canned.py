@@ -104,6 +104,100 @@ def test_text_search_uses_embed_text(ds):
     assert got[0]["similarity"] == pytest.approx(1.0, abs=1e-3) and len(got) == 3
 
 
+# ------------------------------------------------ every search through embeddings_nearest (search/similarity.py)
+
+
+def _vec0_knn(db_path, label: str, vector: bytes, k: int) -> list[tuple[int, float]]:
+    """The KNN the canned queries wrote in SQL before: vec0's exact scan, the reference for their rows."""
+    from datasette_embeddings.storage.connection import connect
+
+    conn = connect(str(db_path), readonly=True)
+    try:
+        vec = conn.execute("select vec_table from models where label = ?", [label]).fetchone()[0]
+        return [(i, round(1 - d, 4)) for i, d in conn.execute(
+            f"select id, distance from {vec} where embedding match ? and k = ? order by distance", [vector, k])]
+    finally:
+        conn.close()
+
+
+def _stored_vector(db_path, record: int) -> bytes:
+    from datasette_embeddings.storage.connection import connect
+    from datasette_embeddings.storage.vectors import to_blob
+    from datasette_embeddings.storage.store import Store
+
+    conn = connect(str(db_path), readonly=True)
+    try:
+        return to_blob(Store(conn).vector(record))
+    finally:
+        conn.close()
+
+
+def _same_rows_up_to_ties(got: list[dict], reference: list[tuple[int, float]], everything: dict[int, float]) -> None:
+    """The same similarities in the same order, each row's id at its similarity; records tied at one
+    similarity may come in either order (and at the cut-off, either of them)."""
+    assert [r["similarity"] for r in got] == pytest.approx([s for _, s in reference], abs=1e-4)
+    assert all(everything[r["id"]] == pytest.approx(r["similarity"], abs=1e-4) for r in got)
+    untied = [i for i, s in reference if sum(abs(s - t) < 1e-4 for t in everything.values()) == 1]
+    assert set(untied) <= {r["id"] for r in got}
+
+
+@pytest.fixture
+def nearest_calls(monkeypatch):
+    """Every search the SQL function embeddings_nearest runs, as (model label, k)."""
+    from datasette_embeddings.sql import functions
+
+    calls, real = [], functions.nearest_ids
+
+    def recording(conn, model, vector, k, *args, **kwargs):
+        calls.append((model.label, k))
+        return real(conn, model, vector, k, *args, **kwargs)
+
+    monkeypatch.setattr(functions, "nearest_ids", recording)
+    return calls
+
+
+@pytest.mark.parametrize("fast_index_config", [{}, {"enabled": False}], ids=["fast path", "vec0"])
+@pytest.mark.parametrize("model, depiction, k", [(IMAGE_MODEL, "SK-C-5", 4), (FAKE_TEXT_MODEL, "SK-C-5", 50),
+                                                 (FAKE_TEXT_MODEL, "SK-C-5", 2), (IMAGE_MODEL, "SK-C-5", 1000)])
+def test_similar_records_searches_through_embeddings_nearest_with_the_rows_of_vec0(
+        museum_db, nearest_calls, fast_index_config, model, depiction, k):
+    """similar_records writes no KNN of its own: one embeddings_nearest search, for the chosen model
+    only, k + 1 (the record is its own nearest), and the rows vec0's KNN in SQL gave before."""
+    sql = canned.queries_for([ModelInfo(IMAGE_MODEL, vec_table_name(IMAGE_MODEL), 0, 0)])["similar_records"]["sql"]
+    assert " match " not in sql and "embeddings_nearest(" in sql
+    ds_ = Datasette([str(museum_db)], metadata={"plugins": {"datasette-embeddings": {"fast_index": fast_index_config}}})
+    got = rows(ds_, "similar_records", provider="rijksmuseum", depiction_id=depiction, model=model, k=k)
+    assert nearest_calls == [(model, min(k + 1, 1000))]
+    from tests.gallery_fixtures import rid
+    target = rid(museum_db, "rijksmuseum", depiction, model)
+    vector = _stored_vector(museum_db, target)
+    everything = dict(_vec0_knn(museum_db, model, vector, 4096))
+    reference = [(i, s) for i, s in _vec0_knn(museum_db, model, vector, min(k + 1, 4096)) if i != target]
+    _same_rows_up_to_ties(got, reference, everything)
+    assert target not in {r["id"] for r in got} and {r["model"] for r in got} == {model}
+
+
+@pytest.mark.parametrize("fast_index_config", [{}, {"enabled": False}], ids=["fast path", "vec0"])
+@pytest.mark.parametrize("q, k", [("Portrait of a Woman with a Man at a Casement", 3), ("night watch", 3), ("night", 40)])
+def test_text_search_searches_through_embeddings_nearest_with_the_rows_of_vec0(museum_db, nearest_calls, fast_index_config, q, k):
+    from tests.gallery_fixtures import fake_words_vector
+
+    ds_ = Datasette([str(museum_db)], metadata={"plugins": {"datasette-embeddings": {"fast_index": fast_index_config}}})
+    got = rows(ds_, "text_search", model=FAKE_TEXT_MODEL, q=q, k=k)
+    assert nearest_calls == [(FAKE_TEXT_MODEL, k)]
+    vector = fake_words_vector(q).tobytes()
+    _same_rows_up_to_ties(got, _vec0_knn(museum_db, FAKE_TEXT_MODEL, vector, k),
+                          dict(_vec0_knn(museum_db, FAKE_TEXT_MODEL, vector, 4096)))
+
+
+def test_similar_records_reads_a_current_table_without_searching(with_neighbors, nearest_calls):
+    args = dict(provider="met", depiction_id="met-0", model="dup-16")
+    assert len(_query(with_neighbors, "similar_records", **args, k=3)) == 3
+    assert nearest_calls == []  # k up to the stored k: the table answers
+    assert len(_query(with_neighbors, "similar_records", **args, k=5)) == 5
+    assert nearest_calls == [("dup-16", 6)]  # more than it holds: one search
+
+
 @pytest.mark.parametrize("name", ["similar_records", "cross_provider_links", "text_search", "near_duplicates"])
 def test_canned_query_pages_render(ds, name):
     html = fetch(ds, f"/museum/{name}").text
@@ -142,19 +236,23 @@ def test_metadata_queries_take_precedence(museum_db):
 
 
 def test_metadata_yml_demo_queries_are_the_generated_ones():
-    """metadata.yml ships the demo's queries; they must be exactly what canned.py builds."""
-    metadata = yaml.safe_load((ROOT / "metadata.yml").read_text())
+    """metadata.yml ships the demo's queries; they must be exactly what canned.py builds
+    (``python demo/canned_queries.py`` writes them)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_canned_queries", ROOT / "demo" / "canned_queries.py")
+    writer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(writer)
+    text = (ROOT / "metadata.yml").read_text()
+    metadata = yaml.safe_load(text)
     shipped = metadata["databases"]["demo"]["queries"]
     labels = sorted(metadata["plugins"]["datasette-embeddings"]["models"])  # the demo's stored models
     assert labels == ["colour-layout-v1", "sentence-transformers/all-MiniLM-L6-v2"]
-    import pyarrow.parquet as pq
-
-    providers = sorted({p for f in (ROOT / "demo" / "data").glob("*.parquet")
-                        for p in pq.read_table(str(f), columns=["provider"]).column(0).to_pylist()})
-    generated = canned.queries_for([ModelInfo(label, vec_table_name(label), 0, 0) for label in labels], providers=providers)
+    generated = writer.demo_queries(metadata)
     for name, query in generated.items():
-        assert shipped[name]["sql"].strip() == query["sql"].strip(), name
+        assert shipped[name]["sql"].strip() == query["sql"].strip(), f"{name}: run python demo/canned_queries.py"
         assert shipped[name]["params"] == query["params"]
+    assert writer.with_queries(text, generated) == text  # the writer leaves a current file as it is
 
 
 def test_guarded_union_has_a_branch_per_model():

@@ -3,16 +3,16 @@
 SQL cannot pick a table from a parameter, and every model has its own vec0
 table, so each query is a ``UNION ALL`` with one branch per model, guarded by
 ``:model = '<label>'``.  SQLite evaluates that constant guard before it opens the
-branch's loop, so only the chosen model's vec0 table is ever scanned.  Queries
-asking for one record's neighbours use vec0's KNN (``embedding match ... and k =
-...``); ``near_duplicates``, which asks once per record, calls ``embeddings_nearest``
-(:mod:`fast_index`), which answers from the in-memory matrix (vec0 when it cannot)
-with the same exact result, many times faster per record.  ``cross_provider_links``
-reads the ``links`` table while a current run holds the providers and otherwise
-calls ``embeddings_links`` (:mod:`search.links`): one blocked matrix product for all
-records of provider_a instead of one search per record.  Either way the provider
-constraint is inside the search, so "best match in provider B" is the best of B,
-not the best overall that happens to be B.
+branch's loop, so only the chosen model's branch ever searches.  No query here
+writes a KNN of its own: every search is ``embeddings_nearest`` (:mod:`sql.functions`
+over :func:`search.similarity.nearest_ids`, the one place a neighbour query is
+built), which answers from the in-memory matrix (vec0's exact scan when it cannot)
+with filters inside the search.  ``cross_provider_links`` reads the ``links`` table
+while a current run holds the providers and otherwise calls ``embeddings_links``
+(:mod:`search.links`): one blocked matrix product for all records of provider_a
+instead of one search per record.  Either way the provider constraint is inside the
+search, so "best match in provider B" is the best of B, not the best overall that
+happens to be B.
 
 Where ``datasette-embeddings neighbours`` has stored a model's neighbours and they
 are current, ``similar_records`` (for k up to the stored k) and ``near_duplicates``
@@ -97,27 +97,38 @@ def _pairs_sql(best: str, extra_where: str) -> str:
     )
 
 
-def similar_records_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None, providers: Sequence[str] = ()) -> str:
-    def search(guard: str) -> str:
-        return (
-            "  select v.id, v.distance from {vec} v\n"
-            "  where :model = {label}" + guard + "\n"
-            "    and v.embedding match (select e.embedding from {vec} e where e.id = (select id from target))\n"
-            "    and v.k = cast(:k as integer) + 1"
-        )
+def _nearest(vector: str, k: str) -> str:
+    """Rows ``(id, distance)`` of ``embeddings_nearest`` for one guarded branch (``{label}`` filled in per model).
 
+    ``distance`` is vec0's cosine distance, ``1 - similarity``, so the queries order and
+    report as they did when they read vec0 directly.
+    """
+    return (
+        "  select json_extract(j.value, '$.id') as id, 1 - json_extract(j.value, '$.similarity') as distance\n"
+        f"  from json_each(embeddings_nearest({{label}}, {vector}, {k})) j\n"
+        "  where :model = {label}"
+    )
+
+
+def similar_records_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None, providers: Sequence[str] = ()) -> str:
+    # the record's own vector; k + 1 because the record is its own nearest (left out below).
+    # Capped at MAX_K, the most embeddings_nearest takes: the check below refuses a larger k.
+    search = _nearest(
+        "(select e.embedding from {vec} e where e.id = (select id from target))",
+        f"min(cast(:k as integer) + 1, {MAX_K})",
+    )
     # k up to the stored k: read the table; more: search as for any other model
     from_table = (
         "  select n.neighbour_id as id, 1 - n.similarity as distance from neighbours n\n"
         "  where :model = {label} and cast(:k as integer) <= {k}\n"
         "    and n.record_id = (select id from target) and n.rank <= cast(:k as integer)\n"
-        "  union all\n" + search(" and cast(:k as integer) > {k}")
+        "  union all\n" + search + " and cast(:k as integer) > {k}"
     )
-    knn = _union(models, search(""), stored, from_table)
+    found = _union(models, search, stored, from_table)
     return (
         "with target as (\n"
         "  select id from records where provider = :provider and depiction_id = :depiction_id and model = :model\n"
-        "),\nfound as (\n" + knn + "\n)\n"
+        "),\nfound as (\n" + found + "\n)\n"
         f"select {RECORD_COLUMNS}, round(1 - n.distance, 4) as similarity\n"
         "from found n join records r on r.id = n.id\n"
         "where r.id != (select id from target)\n"
@@ -174,13 +185,9 @@ def cross_provider_links_sql(models: Sequence[ModelInfo], providers: Sequence[st
 
 
 def text_search_sql(models: Sequence[ModelInfo], providers: Sequence[str] = ()) -> str:
-    knn = _union(
-        models,
-        "  select v.id, v.distance from {vec} v\n"
-        "  where :model = {label} and v.embedding match embed_text(:model, :q) and v.k = cast(:k as integer)",
-    )
+    found = _union(models, _nearest("embed_text(:model, :q)", "cast(:k as integer)"))
     return (
-        "with found as (\n" + knn + "\n)\n"
+        "with found as (\n" + found + "\n)\n"
         f"select {RECORD_COLUMNS}, round(1 - n.distance, 4) as similarity\n"
         "from found n join records r on r.id = n.id\n"
         "where " + _checks(models, providers, numbers=[("k", 1, MAX_K)]) + "\n"
@@ -189,8 +196,7 @@ def text_search_sql(models: Sequence[ModelInfo], providers: Sequence[str] = ()) 
 
 
 def near_duplicates_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None, providers: Sequence[str] = ()) -> str:
-    # embeddings_nearest (fast_index.py) answers each record from the in-memory matrix, the same
-    # exact answer as a vec0 KNN.  The two nearest are the record itself and its nearest other
+    # The two nearest are the record itself and its nearest other
     # record (or, among identical vectors, two others): the first that is not the record wins.
     best = _union(
         models,
