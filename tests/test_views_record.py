@@ -143,3 +143,36 @@ def test_no_parameter_value_reaches_a_500(ds, path, name, value):
     r = fetch(ds, path, params={name: value})
     assert r.status_code < 500, (path, name, value, r.text[:300])
     assert r.json()["ok"] is (r.status_code == 200)
+
+
+# ---------------------------------------------------------------- what a record page asks SQLite
+
+
+def _statements(museum_db, path: str) -> list[str]:
+    """Every statement the museum database's connection runs for one request (the second one, so the
+    facet cache and the schema reads of a first request are not counted)."""
+    import asyncio
+
+    from datasette.app import Datasette
+
+    one = Datasette([str(museum_db)], settings={"num_sql_threads": 1})  # one thread: one connection to trace
+    db = one.get_database("museum")
+    seen: list[str] = []
+    assert fetch(one, path).status_code == 200
+    asyncio.run(db.execute_fn(lambda conn: conn.set_trace_callback(seen.append)))
+    try:
+        assert fetch(one, path).status_code == 200
+    finally:
+        asyncio.run(db.execute_fn(lambda conn: conn.set_trace_callback(None)))
+    return seen
+
+
+def test_a_record_page_reads_the_record_row_once(museum_db):
+    """The row is read once and passed down (it was read four times: 19 statements, now 15)."""
+    import re
+
+    night_watch = rid(museum_db, "rijksmuseum", "SK-C-5")
+    for path in (f"/museum/-/gallery/{night_watch}", f"/museum/-/gallery/{night_watch}.json"):
+        statements = _statements(museum_db, path)
+        row_reads = [s for s in statements if re.search(r"from records where id = %d\b" % night_watch, s)]
+        assert len(row_reads) == 1, statements

@@ -119,21 +119,35 @@ def similar_to_record(
     settings: IndexSettings = fast_index.DEFAULT_SETTINGS,
 ) -> tuple[dict, list[Neighbour]]:
     """The record and its k most similar records under its own model (itself excluded)."""
-    store = Store(conn)
-    record = store.record(record_id)
+    record = Store(conn).record(record_id)
     if record is None:
         raise SimilarityNotFound(f"no record with id {record_id}")
+    return record, neighbours_of(conn, record, k, flt, settings)
+
+
+def neighbours_of(
+    conn, record: dict, k: int = 20, flt: NeighbourFilter = NeighbourFilter(),
+    settings: IndexSettings = fast_index.DEFAULT_SETTINGS,
+) -> list[Neighbour]:
+    """:func:`similar_to_record` for a record the caller has already read (a page reads its row once).
+
+    The stored ``neighbours`` table answers unfiltered queries while it is current,
+    without reading the record's vector at all.
+    """
+    store = Store(conn)
     model = store.model(record["model"])
-    vector = store.vector(record_id)
-    if model is None or vector is None:
-        raise SimilarityError(f"record {record_id} has no stored vector")
+    if model is None:
+        raise SimilarityError(f"record {record['id']} has no stored vector")
     pairs = None
     if flt == NeighbourFilter():  # the precomputed table only holds unfiltered neighbours
         check_k(k)
-        pairs = neighbours.stored_neighbours(conn, model, record_id, k)
+        pairs = neighbours.stored_neighbours(conn, model, record["id"], k)
     if pairs is None:
-        pairs = nearest_ids(conn, model, vector, k, flt, exclude_ids=(record_id,), settings=settings)
-    return record, with_records(conn, pairs)
+        vector = store.vector(record["id"], model)
+        if vector is None:
+            raise SimilarityError(f"record {record['id']} has no stored vector")
+        pairs = nearest_ids(conn, model, vector, k, flt, exclude_ids=(record["id"],), settings=settings)
+    return with_records(conn, pairs)
 
 
 #: how many records "more like these" (and a map selection) may name at once
@@ -174,7 +188,7 @@ def similar_to_records(
     if len(labels) > 1:
         raise SimilarityError(f"the records belong to different models ({', '.join(labels)}): choose records of one model")
     model = store.model(labels[0])
-    vectors = [store.vector(i) for i in ids]
+    vectors = [store.vector(i, model) for i in ids] if model else []
     if model is None or any(v is None for v in vectors):
         raise SimilarityError("a record has no stored vector")
     pairs = nearest_ids(conn, model, mean_vector(vectors), k, flt, exclude_ids=ids)

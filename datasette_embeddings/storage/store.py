@@ -352,11 +352,13 @@ class Store:
         ).fetchone()
         return record_from_row(row) if row else None
 
-    def vector(self, record_id: int) -> np.ndarray | None:
-        rec = self.conn.execute("select model from records where id = ?", [record_id]).fetchone()
-        if not rec:
-            return None
-        model = self.model(rec[0])
+    def vector(self, record_id: int, model: ModelInfo | None = None) -> np.ndarray | None:
+        """The record's stored vector; ``model``, the record's own when the caller has it, saves reading its row again."""
+        if model is None:
+            rec = self.conn.execute("select model from records where id = ?", [record_id]).fetchone()
+            if not rec:
+                return None
+            model = self.model(rec[0])
         blob = self._vector_blob(model, record_id) if model else None
         return from_blob(blob) if blob is not None else None
 

@@ -6,7 +6,7 @@ from typing import Sequence
 from ..config import IndexSettings
 from ..errors import NotFoundError
 from ..search.filters import NeighbourFilter
-from ..search.similarity import similar_to_record
+from ..search.similarity import neighbours_of
 from ..storage.store import Store, record_from_row
 from .gallery import RECORD_COLUMNS, card, check_filter, facet_counts, neighbour_cards, provider_totals
 
@@ -65,17 +65,18 @@ def find_by_address(conn, provider: str, depiction_id: str, model: str | None) -
     )
 
 
-def resolve_record_id(conn, record_id: int, model: str | None) -> int:
-    """The record to show: ``record_id`` itself, or its depiction under ``model``."""
-    record = Store(conn).record(record_id)
+def resolve_record(conn, record_id: int, model: str | None) -> dict:
+    """The record to show, read once for the whole page: ``record_id`` itself, or its depiction under ``model``."""
+    store = Store(conn)
+    record = store.record(record_id)
     if record is None:
         raise NotFoundError(f"no record with id {record_id}")
     if model is None or model == record["model"]:
-        return record_id
+        return record
     for sibling in sibling_records(conn, record):
         if sibling["model"] == model:
-            return sibling["id"]
-    if Store(conn).model(model) is None:
+            return store.record(sibling["id"])
+    if store.model(model) is None:
         raise NotFoundError(f"unknown model '{model}'")
     raise NotFoundError(f"record {record_id} ({record['provider']} {record['depiction_id']}) has no embedding under model '{model}'")
 
@@ -95,11 +96,10 @@ def record_page(
 ) -> dict:
     """A record, its other models, and its k most similar records under the filter."""
     counts = facet_counts(conn, cache_key)
-    record_id = resolve_record_id(conn, record_id, model)
-    subject = Store(conn).record(record_id)["subject_id"]
-    flt = NeighbourFilter(tuple(providers), tuple(exclude_providers), subject if exclude_subject else None)
+    record = resolve_record(conn, record_id, model)
+    flt = NeighbourFilter(tuple(providers), tuple(exclude_providers), record["subject_id"] if exclude_subject else None)
     check_filter(counts, flt)
-    record, neighbours = similar_to_record(conn, record_id, k, flt, settings)
+    neighbours = neighbours_of(conn, record, k, flt, settings)
     this = card(record, None, f"{base_url}/{record['id']}")
     this["attributes"] = {str(key): str(value) for key, value in sorted(record["attributes"].items())}
     return {
