@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from synthetic import clustered, exact_top_k, normalised, queries, recall  # noqa: E402
 
 from datasette_embeddings.config import IndexSettings  # noqa: E402
-from datasette_embeddings.files import loader  # noqa: E402
+from datasette_embeddings.storage.store import Store  # noqa: E402
 from datasette_embeddings.search import memory_index as fast_index  # noqa: E402
 from datasette_embeddings.storage.vectors import to_blob  # noqa: E402
 from datasette_embeddings.search.similarity import NeighbourFilter, nearest_ids, vec0_nearest_ids  # noqa: E402
@@ -41,7 +41,7 @@ PROVIDERS = [f"provider-{i}" for i in range(10)]
 
 def build_db(path: str, vectors: np.ndarray, seed: int = 0) -> None:
     """Write the vectors through the store, as ``load`` does, ten providers in random order."""
-    store = loader.open_store(path)
+    store = Store.open(path, readonly=False, create=True)
     conn = store.conn
     rng = np.random.default_rng(seed)
     providers = rng.integers(0, len(PROVIDERS), len(vectors))
@@ -56,7 +56,7 @@ def build_db(path: str, vectors: np.ndarray, seed: int = 0) -> None:
         store.upsert_batch(model, rows)
         conn.execute("commit")
     store.refresh_counts()
-    loader.finish_store(store)
+    store.finish_writing()
     conn.close()
 
 
@@ -82,16 +82,14 @@ def interleaved(paths: dict, qs) -> dict:
 
 
 def run_case(n: int, dims: int, n_queries: int, vec0_queries: int, ann: bool, workdir: str) -> list[dict]:
-    from datasette_embeddings.storage.store import Store
-
     vectors = clustered(n, dims)
     qs = queries(n_queries, dims)
     path = os.path.join(workdir, f"knn_{n}_{dims}.db")
     t = time.perf_counter()
     build_db(path, vectors)
     db_seconds = time.perf_counter() - t
-    conn = loader.open_store(path).conn
-    model = Store(conn).model("bench")
+    store = Store.open(path, readonly=False)
+    conn, model = store.conn, store.model("bench")
     ids = np.array([r[0] for r in conn.execute("select id from records order by id")])
     matrix = normalised(vectors)  # rows in id order: ids[i] is vectors[i]
     del vectors  # 4.6 GB at 1,000,000 x 1152: the database and ``matrix`` hold them now

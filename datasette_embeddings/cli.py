@@ -394,9 +394,8 @@ def map_command(db: str, models: tuple[str, ...], method: str, n_clusters: int |
     """
     from .errors import EmbeddingsError
     from .search import maps
-    from .storage.connection import connect
 
-    conn = connect(db)
+    conn = _open(db, readonly=False).conn
     try:
         maps.build(conn, models, method=method, n_clusters=n_clusters, seed=seed,
                    progress=lambda line: echo(line, err=True))
@@ -436,11 +435,10 @@ def links(db: str, source: str, targets: tuple[str, ...], models: tuple[str, ...
     from .errors import EmbeddingsError
     from .search import blas_threads
     from .search import links as links_module
-    from .storage.connection import connect
 
     workers = workers or os.cpu_count() or 1
+    conn = _open(db, readonly=False).conn
     bar = _Bar(enabled=not quiet and sys.stderr.isatty())
-    conn = connect(db)
     try:
         # threads over blocks, one core each; a single worker lets BLAS use every core itself
         with blas_threads.limited(1) if workers > 1 else contextlib.nullcontext():
@@ -511,15 +509,24 @@ def set_query_model(db: str, label: str, llm_model_id: str | None) -> None:
         store.conn.close()
 
 
-def _open_for_writing(db: str):
-    """An existing database, its schema brought up to date; refuses a file without our tables (exit 1)."""
+def _open(db: str, *, readonly: bool = True):
+    """An existing database through :meth:`Store.open`: a file without our tables is refused by name (exit 1)."""
     from .storage.store import Store
 
     try:
-        store = Store.open(db, readonly=False)
-        store.migrate()
+        return Store.open(db, readonly=readonly)
     except EmbeddingsError as ex:
         raise CommandError(str(ex))
+
+
+def _open_for_writing(db: str):
+    """:func:`_open` for writing, the schema brought up to date."""
+    store = _open(db, readonly=False)
+    try:
+        store.migrate()
+    except BaseException:
+        store.conn.close()
+        raise
     return store
 
 
@@ -540,15 +547,9 @@ def compare(db: str, model_a: str, model_b: str, k: int, as_json: bool) -> None:
     """
     from .errors import EmbeddingsError
     from .search import agreement
-    from .storage.connection import connect
-    from .storage.store import Store
 
-    conn = connect(db)
+    conn = _open_for_writing(db).conn
     try:
-        store = Store(conn)
-        if not store.is_initialised():
-            raise CommandError(f"{db}: no records and models tables (load Parquet files into it first)")
-        store.migrate()
         result = agreement.compare(conn, model_a, model_b, k)
         agreement.store(conn, result)
     except EmbeddingsError as ex:
@@ -749,9 +750,8 @@ def evaluate(db: str, as_json: bool, positives: tuple[str, ...], target: float |
     """
     from .errors import EmbeddingsError
     from .search import evaluation
-    from .storage.connection import connect
 
-    conn = connect(db, readonly=True)
+    conn = _open(db).conn
     try:
         report = evaluation.evaluate(conn, positives=positives, target=target, models=models)
     except EmbeddingsError as ex:

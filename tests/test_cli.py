@@ -195,9 +195,14 @@ def test_control_characters_in_error_messages_are_escaped(tmp_path):
         assert "clip\\x1b]0;owned" in result.output
 
 
-@pytest.mark.parametrize("command", [["neighbours"], ["neighbors"], ["set-query-model", "", "x"]])
+@pytest.mark.parametrize("command", [
+    ["neighbours"], ["neighbors"], ["set-query-model", "", "x"], ["map"], ["links", "", "--from", "met"],
+    ["compare", "", "--a", "x", "--b", "y"], ["evaluate"], ["export", "", "-o", "OUT.parquet"], ["info"], ["validate"],
+    ["check-model", "", "x"], ["judgements", "export", "DB", "-o", "OUT.csv"], ["judgements", "import", "DB", "JUDGEMENTS"],
+], ids=lambda c: " ".join(a for a in c[:2] if a))
 def test_commands_refuse_a_database_that_is_not_ours_with_exit_1(tmp_path, command):
-    """One way to open a store: a SQLite file without our tables is refused by name, nothing written."""
+    """One way to open a store (``Store.open``): every command given a SQLite file without our tables
+    refuses it by name with exit 1, and writes nothing."""
     import sqlite_utils
     from click.testing import CliRunner
 
@@ -206,8 +211,15 @@ def test_commands_refuse_a_database_that_is_not_ours_with_exit_1(tmp_path, comma
     other = tmp_path / "other.db"
     sqlite_utils.Database(other)["things"].insert({"name": "teapot"})
     before = other.read_bytes()
-    args = [command[0], str(other)] + [a for a in command[1:] if a]
+    judgements = Path(__file__).resolve().parent.parent / "demo" / "judgements.csv"
+    names = {"DB": str(other), "OUT.parquet": str(tmp_path / "o.parquet"), "OUT.csv": str(tmp_path / "o.csv"),
+             "JUDGEMENTS": str(judgements)}
+    if "DB" in command:
+        args = [names.get(a, a) for a in command]
+    else:
+        args = [command[0], str(other)] + [names.get(a, a) for a in command[1:] if a]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1, result.output
     assert "not a datasette-embeddings database (no records table)" in result.output
     assert other.read_bytes() == before
+    assert not list(tmp_path.glob("o.*"))

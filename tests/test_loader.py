@@ -242,6 +242,8 @@ def journal_mode(db) -> str:
 
 def test_a_new_database_loads_under_a_rollback_journal_and_ends_in_wal(tmp_path):
     """WAL would write every new page twice; a database nobody can be reading yet needs no WAL."""
+    from datasette_embeddings.storage.store import NEW_DATABASE_PAGE_SIZE
+
     db = tmp_path / "x.db"
     modes = []
     src = write(tmp_path, "a.parquet", recs(n=40), row_group_size=10)
@@ -249,7 +251,7 @@ def test_a_new_database_loads_under_a_rollback_journal_and_ends_in_wal(tmp_path)
     assert modes and set(modes) == {"delete"}
     assert journal_mode(db) == "wal"
     conn = sqlite3.connect(db)
-    assert conn.execute("pragma page_size").fetchone()[0] == loader.NEW_DATABASE_PAGE_SIZE
+    assert conn.execute("pragma page_size").fetchone()[0] == NEW_DATABASE_PAGE_SIZE
     (ddl,) = conn.execute("select sql from sqlite_master where name = (select vec_table from models)").fetchone()
     assert "chunk_size=256" in ddl
     conn.close()

@@ -19,7 +19,6 @@ import numpy as np
 
 from ..config import EmbeddingConfig
 from ..errors import InvalidRequestError, NotFoundError
-from ..storage.connection import connect
 from ..storage.store import Store
 from . import resolver, runtime
 
@@ -128,9 +127,9 @@ def check_model(
     """Re-embed up to ``sample`` stored images of ``label`` and compare with the stored vectors."""
     if sample < 1:
         raise InvalidRequestError("--sample must be at least 1")
-    conn = connect(db_path, readonly=True)
+    store = Store.open(db_path)
+    conn = store.conn
     try:
-        store = Store(conn)
         model = store.model(label) or _same_published_model(store, label)
         if model is None:
             known = ", ".join(m.label for m in store.models()) or "none"

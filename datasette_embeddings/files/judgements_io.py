@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 
 from ..errors import EmbeddingsError, RecordError
 from ..storage import judgements as store_judgements
-from ..storage.connection import connect
 from ..storage.store import Store
 
 REQUIRED = ("model", "source_provider", "source_key", "target_provider", "target_key", "label")
@@ -98,11 +97,9 @@ def import_file(db_path: str, path: str, judged_by: str | None = None) -> tuple[
     if not os.path.exists(db_path):
         raise JudgementsFileError(f"{db_path}: no such database")
     rows = parse(path, judged_by)
-    conn = connect(db_path)
+    store = Store.open(db_path, readonly=False)
+    conn = store.conn
     try:
-        store = Store(conn)
-        if not store.is_initialised():
-            raise JudgementsFileError(f"{db_path}: not a datasette-embeddings database (no records table)")
         conn.execute("begin immediate")
         try:
             for number, judgement in enumerate(rows, start=1):
@@ -125,9 +122,7 @@ def import_file(db_path: str, path: str, judged_by: str | None = None) -> tuple[
 def export_file(db_path: str, path: str, *, current_only: bool = False) -> int:
     """Write the database's judgements (the whole history, or each person's current ones) to CSV or Parquet."""
     kind = _format(path)
-    if not os.path.exists(db_path):
-        raise JudgementsFileError(f"{db_path}: no such database")
-    conn = connect(db_path, readonly=True)
+    conn = Store.open(db_path).conn
     try:
         rows = store_judgements.current(conn) if current_only else store_judgements.history(conn)
     finally:

@@ -29,7 +29,8 @@ from .parquet_io import RecordBatch, RecordError, check_schema, open_parquet, re
 from .remote import RemoteReadError
 from ..storage.connection import connect, sqlite3
 from ..storage import keyword_index
-from ..storage.store import Store, UpsertCounts, has_tables
+from ..errors import EmbeddingsError
+from ..storage.store import Store, UpsertCounts
 from ..storage.write_lock import WriteLockError, exclusive_writer
 
 URL_TIMEOUT = 60
@@ -158,13 +159,6 @@ def local_copy(source: str, layout: Layout | None = None, *, schema_checked: boo
 LOAD_CACHE_KIB = 32_768
 
 
-#: page size of a database that ``load`` creates.  A vec0 chunk BLOB spans many
-#: overflow pages and SQLite walks that chain for every vector written or read, so
-#: 16 KiB pages (a quarter of the walk of SQLite's default 4 KiB) make loading and
-#: full scans faster; existing databases keep the page size they have.
-NEW_DATABASE_PAGE_SIZE = 16_384
-
-
 def tune_for_loading(conn) -> None:
     """Settings for the one writing connection of a load.
 
@@ -189,40 +183,19 @@ def check_target(db_path: str) -> None:
         raise LoadError(f"{db_path}: cannot create the database, directory {directory} is not writable")
 
 
-def open_store(db_path: str) -> Store:
-    """Open (creating if needed) a database for writing and bring its schema up to date.
-
-    A database created here is loaded with SQLite's rollback journal and switched
-    to WAL by :func:`finish_store` when the run ends.  New pages appended by a
-    transaction need no journal copy, whereas WAL writes every page twice (to the
-    log, then to the database at the checkpoint): for a first bulk load that
-    second copy of every vector was a third of the time.  Nobody can be reading
-    a database that did not exist, so WAL's concurrent readers are not missed.
-    """
-    check_target(db_path)
-    new = not os.path.exists(db_path)
-    conn = None
+def _open_for_loading(db_path: str) -> Store:
+    """:meth:`Store.open` for ``load`` (creating the database if needed), tuned for loading, errors as :class:`LoadError`."""
     try:
-        conn = connect(db_path)
-        tune_for_loading(conn)
-        store = Store(conn)
-        if new:
-            conn.execute(f"pragma page_size = {NEW_DATABASE_PAGE_SIZE}")
-        if new or has_tables(conn, "_sqlite_migrations") or not conn.execute("select 1 from sqlite_master limit 1").fetchone():
-            store.migrate()
-        elif not store.is_initialised():
-            raise LoadError(f"{db_path}: is a SQLite database but not a datasette-embeddings one (no records table)")
-        else:
-            store.migrate()
+        store = Store.open(db_path, readonly=False, create=True)
+    except EmbeddingsError as ex:
+        raise LoadError(str(ex)) from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
     except BaseException as ex:
-        if conn is not None:
-            _rollback_quietly(conn)
-            conn.close()
-        if isinstance(ex, (LoadError, KeyboardInterrupt, SystemExit)):
-            raise
         if is_disk_full(ex):
             raise LoadError(f"{db_path}: cannot prepare the database: {DISK_FULL}") from None
         raise LoadError(f"{db_path}: cannot open database ({ex})") from None
+    tune_for_loading(store.conn)
     return store
 
 
@@ -276,18 +249,6 @@ def _rollback_quietly(conn) -> None:
     try:
         if conn.in_transaction:
             conn.execute("rollback")
-    except Exception:
-        pass
-
-
-def finish_store(store: Store) -> None:
-    """Leave the database in WAL mode, so Datasette can keep reading while a later load writes.
-
-    Best effort: SQLite refuses the switch while another connection holds the
-    database in rollback mode, and the next load tries again.
-    """
-    try:
-        store.conn.execute("pragma journal_mode = wal")
     except Exception:
         pass
 
@@ -547,7 +508,7 @@ def _load_locked(db_path: str, files: list[str], *, batch_size: int, progress, o
     report = LoadReport()
     store = None
     try:
-        store = open_store(db_path)
+        store = _open_for_loading(db_path)
         for source in files:
             file_report = load_file(store, source, batch_size=batch_size, progress=progress,
                                     footer_mismatch=footer_mismatch, layout=layout,
@@ -566,7 +527,7 @@ def _load_locked(db_path: str, files: list[str], *, batch_size: int, progress, o
     finally:
         if store is not None:
             try:
-                finish_store(store)
+                store.finish_writing()
                 store.conn.close()
             except Exception:
                 pass

@@ -106,16 +106,14 @@ def validate_file(path: str, *, layout: Layout | None = None, examples: int = DE
 
 def validate_database(db_path: str, *, examples: int = DEFAULT_EXAMPLES) -> ValidationReport:
     """Every OEmbeddings problem among a database's stored records."""
-    from ..storage.connection import connect
+    from ..errors import EmbeddingsError
     from ..storage.store import Store
 
     try:
-        conn = connect(db_path, readonly=True)
-    except Exception as ex:
-        raise RecordError(f"cannot open database ({ex})", source=db_path) from None
+        conn = Store.open(db_path).conn
+    except EmbeddingsError as ex:
+        raise RecordError(str(ex)) from None  # the message names the file
     try:
-        if not Store(conn).is_initialised():
-            raise RecordError("not a datasette-embeddings database (no records table)", source=db_path)
         report = ValidationReport(source=db_path, kind="sqlite")
         cursor = conn.execute("select id, provider, depiction_id, model, attributes from records order by id")
         for rid, provider, depiction_id, model, attributes in cursor:

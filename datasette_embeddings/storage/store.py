@@ -51,6 +51,12 @@ class UpsertCounts:
 #: query (which reads whole chunks) stays within a few percent (benchmarks/load.py).
 VEC_CHUNK_SIZE = 256
 
+#: page size of a database :meth:`Store.open` creates.  A vec0 chunk BLOB spans many
+#: overflow pages and SQLite walks that chain for every vector written or read, so
+#: 16 KiB pages (a quarter of the walk of SQLite's default 4 KiB) make loading and
+#: full scans faster; existing databases keep the page size they have.
+NEW_DATABASE_PAGE_SIZE = 16_384
+
 #: what vec0 says when a chunk BLOB it reads was rewritten under it: a load committed (seen
 #: by a connection whose snapshot cannot protect vec0's blob handles) or, with ``datasette -i``,
 #: any write at all, since an immutable database takes no locks
@@ -137,26 +143,68 @@ class Store:
         self.conn = conn
 
     @classmethod
-    def open(cls, path: str, *, readonly: bool = True) -> "Store":
-        """The one way to open an existing database: refuses a file without our tables, naming it.
+    def open(cls, path: str, *, readonly: bool = True, create: bool = False) -> "Store":
+        """The one way to open a database file: refuses a file without our tables, naming it.
 
-        (``load`` creates databases with :func:`files.loader.open_store`, which migrates.)
+        ``readonly=False`` opens for writing, the schema as it is (a writer migrates
+        when it is ready to: ``judgements import`` does so inside its own transaction).
+        ``create=True`` (``load``) also makes a missing or empty file a new database
+        and brings the schema up to date.  A database created here has 16 KiB pages
+        (see ``NEW_DATABASE_PAGE_SIZE``) and SQLite's rollback journal until
+        :meth:`finish_writing` switches it to WAL: new pages appended by a transaction
+        need no journal copy, whereas WAL writes every page twice (to the log, then to
+        the database at the checkpoint), which for a first bulk load was a third of the
+        time; nobody can be reading a database that did not exist.  A SQLite database
+        of anything else is never written.  Errors while migrating (a full disk) are
+        raised as they are, the transaction rolled back and the connection closed.
         """
         from .connection import connect
 
-        if not os.path.isfile(path):
+        new = not os.path.exists(path)
+        if new and not create:
             raise NotFoundError(f"{path}: no such database file")
+        if not new and not os.path.isfile(path):
+            raise NotFoundError(f"{path}: is not a database file")
         try:
-            conn = connect(path, readonly=readonly)
-            initialised = has_tables(conn, "records", "models")
+            conn = connect(path, readonly=readonly and not create)
+            ours = has_tables(conn, "records", "models")
+            # a file with only our migration table is a database a failed load left half made
+            blank = not ours and (has_tables(conn, "_sqlite_migrations")
+                                  or not conn.execute("select 1 from sqlite_master limit 1").fetchone())
         except Exception as ex:
             raise NotFoundError(f"{path}: cannot open database ({ex})") from None
-        if not initialised:
+        if not ours and not (create and blank):
             conn.close()
+            if create:
+                raise NotFoundError(f"{path}: is a SQLite database but not a datasette-embeddings one (no records table)")
             raise NotFoundError(
                 f"{path}: not a datasette-embeddings database (no records table); load Parquet files into it first"
             )
-        return cls(conn)
+        store = cls(conn)
+        if create:
+            try:
+                if new:
+                    conn.execute(f"pragma page_size = {NEW_DATABASE_PAGE_SIZE}")
+                store.migrate()
+            except BaseException:
+                try:
+                    if conn.in_transaction:
+                        conn.execute("rollback")
+                finally:
+                    conn.close()
+                raise
+        return store
+
+    def finish_writing(self) -> None:
+        """Leave the database in WAL mode, so Datasette can keep reading while a later load writes.
+
+        Best effort: SQLite refuses the switch while another connection holds the
+        database in rollback mode, and the next load tries again.
+        """
+        try:
+            self.conn.execute("pragma journal_mode = wal")
+        except Exception:
+            pass
 
     # ------------------------------------------------------------ schema
     def is_initialised(self) -> bool:
