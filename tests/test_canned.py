@@ -190,11 +190,11 @@ def test_text_search_searches_through_embeddings_nearest_with_the_rows_of_vec0(m
                           dict(_vec0_knn(museum_db, FAKE_TEXT_MODEL, vector, 4096)))
 
 
-def test_similar_records_reads_a_current_table_without_searching(with_neighbors, nearest_calls):
+def test_similar_records_reads_a_current_table_without_searching(with_neighbours, nearest_calls):
     args = dict(provider="met", depiction_id="met-0", model="dup-16")
-    assert len(_query(with_neighbors, "similar_records", **args, k=3)) == 3
+    assert len(_query(with_neighbours, "similar_records", **args, k=3)) == 3
     assert nearest_calls == []  # k up to the stored k: the table answers
-    assert len(_query(with_neighbors, "similar_records", **args, k=5)) == 5
+    assert len(_query(with_neighbours, "similar_records", **args, k=5)) == 5
     assert nearest_calls == [("dup-16", 6)]  # more than it holds: one search
 
 
@@ -344,21 +344,21 @@ def test_near_duplicates_equal_numpy_brute_force(duplicates_db, fast_index_confi
     assert len({frozenset((g["id"], g["match_id"])) for g in got}) == len(got)
 
 
-# ---------------------------------------------------------------- the neighbors table, when current
+# ---------------------------------------------------------------- the neighbours table, when current
 
 
 @pytest.fixture
-def with_neighbors(duplicates_db, tmp_path):
+def with_neighbours(duplicates_db, tmp_path):
     """A copy of the duplicates database whose dup-16 neighbours are stored (k=3)."""
     import shutil
 
-    from datasette_embeddings.search import neighbours as neighbors
+    from datasette_embeddings.search import neighbours
     from datasette_embeddings.storage.connection import connect
 
     path = tmp_path / "dups.db"
     shutil.copy(duplicates_db, path)
     conn = connect(str(path))
-    neighbors.build(conn, ["dup-16"], k=3)
+    neighbours.build(conn, ["dup-16"], k=3)
     conn.close()
     return path
 
@@ -380,40 +380,40 @@ def _mark_stored_similarities(path, value: float) -> None:
     conn.close()
 
 
-def test_near_duplicates_read_current_stored_neighbours(with_neighbors):
-    expected = _near_duplicates_by_numpy(with_neighbors, "dup-16", -1.0)
-    got = _query(with_neighbors, "near_duplicates", model="dup-16", threshold="-1")
+def test_near_duplicates_read_current_stored_neighbours(with_neighbours):
+    expected = _near_duplicates_by_numpy(with_neighbours, "dup-16", -1.0)
+    got = _query(with_neighbours, "near_duplicates", model="dup-16", threshold="-1")
     assert [g["id"] for g in got] == [a for a, _, _ in expected]
     assert all(g["match_id"] in nearest for g, (_, nearest, _) in zip(got, expected))
     assert [g["similarity"] for g in got] == pytest.approx([s for _, _, s in expected], abs=1e-3)
 
-    _mark_stored_similarities(with_neighbors, 0.25)
-    got = _query(with_neighbors, "near_duplicates", model="dup-16", threshold="-1")
+    _mark_stored_similarities(with_neighbours, 0.25)
+    got = _query(with_neighbours, "near_duplicates", model="dup-16", threshold="-1")
     assert got and {g["similarity"] for g in got} == {0.25}  # read from the table, not searched
     # the other model has no stored neighbours: it is searched as before
-    assert {g["similarity"] for g in _query(with_neighbors, "near_duplicates", model="other-8", threshold="-1")} != {0.25}
+    assert {g["similarity"] for g in _query(with_neighbours, "near_duplicates", model="other-8", threshold="-1")} != {0.25}
 
 
-def test_similar_records_read_stored_neighbours_up_to_their_k(with_neighbors):
+def test_similar_records_read_stored_neighbours_up_to_their_k(with_neighbours):
     args = dict(provider="met", depiction_id="met-0", model="dup-16")
-    live = _query(with_neighbors, "similar_records", **args, k=5)
-    assert _query(with_neighbors, "similar_records", **args, k=3) == live[:3]  # the table agrees with search
-    _mark_stored_similarities(with_neighbors, 0.25)
-    stored = _query(with_neighbors, "similar_records", **args, k=3)
+    live = _query(with_neighbours, "similar_records", **args, k=5)
+    assert _query(with_neighbours, "similar_records", **args, k=3) == live[:3]  # the table agrees with search
+    _mark_stored_similarities(with_neighbours, 0.25)
+    stored = _query(with_neighbours, "similar_records", **args, k=3)
     assert [r["id"] for r in stored] == [r["id"] for r in live[:3]]
     assert {r["similarity"] for r in stored} == {0.25}
     # more than the table holds: searched live
-    assert _query(with_neighbors, "similar_records", **args, k=5) == live
+    assert _query(with_neighbours, "similar_records", **args, k=5) == live
 
 
-def test_a_new_load_makes_canned_queries_search_again(with_neighbors, tmp_path):
+def test_a_new_load_makes_canned_queries_search_again(with_neighbours, tmp_path):
     from datasette_embeddings.files import loader
     from tests.helpers import make_records, write_parquet
 
-    _mark_stored_similarities(with_neighbors, 0.25)
+    _mark_stored_similarities(with_neighbours, 0.25)
     extra = tmp_path / "more.parquet"
     write_parquet(extra, make_records(n=3, providers=("late",), models={"dup-16": 16}, seed=9))
-    loader.load(str(with_neighbors), [str(extra)])
-    got = _query(with_neighbors, "near_duplicates", model="dup-16", threshold="-1")
+    loader.load(str(with_neighbours), [str(extra)])
+    got = _query(with_neighbours, "near_duplicates", model="dup-16", threshold="-1")
     assert 0.25 not in {g["similarity"] for g in got}
-    assert [g["id"] for g in got] == [a for a, _, _ in _near_duplicates_by_numpy(with_neighbors, "dup-16", -1.0)]
+    assert [g["id"] for g in got] == [a for a, _, _ in _near_duplicates_by_numpy(with_neighbours, "dup-16", -1.0)]

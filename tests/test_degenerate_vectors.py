@@ -129,7 +129,7 @@ def test_embeddings_nearest_over_every_row_answers(datasette):
         wait_for_index(ds, enabled)
 
 
-def test_neighbors_table_leaves_degenerate_vectors_out(bad_db):
+def test_neighbours_table_leaves_degenerate_vectors_out(bad_db):
     db, ids = bad_db
     conn = connect(str(db))
     try:

@@ -203,7 +203,7 @@ def test_small_models_use_every_pair():
     assert sorted(distribution.sample_similarities(m).tolist()) == [0.0, 0.0, 0.0]
 
 
-def test_neighbors_also_stores_the_distribution(tmp_path):
+def test_neighbours_also_stores_the_distribution(tmp_path):
     path = tmp_path / "n.parquet"
     write_parquet(path, make_records(n=30, providers=("met",), models={"m-8": 8}))
     db = tmp_path / "n.db"

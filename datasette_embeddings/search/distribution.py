@@ -1,7 +1,7 @@
 """What a cosine similarity means under one model: where it falls among random pairs.
 
 Raw cosines are not comparable across models: 0.42 is unrelated under one
-model and close under another.  ``map`` and ``neighbors`` sample random pairs of
+model and close under another.  ``map`` and ``neighbours`` sample random pairs of
 distinct records, compute their cosines and store 1,001 quantiles (every 0.1%)
 in ``similarity_distributions`` with the model's data version.  A page then shows
 beside a score "higher than 99.7% of pairs" by interpolating in those quantiles;

@@ -49,7 +49,7 @@ def m001_records_and_models(db: Database) -> None:
 @migrations()
 def m002_model_version(db: Database) -> None:
     # bumped by every write to a model's vectors, so in-memory indexes and the
-    # neighbors table can tell cheaply (one primary-key read) that they are stale
+    # neighbours table can tell cheaply (one primary-key read) that they are stale
     db.execute("alter table models add column version integer not null default 0")
 
 
@@ -257,10 +257,6 @@ def m007_keyword_index(db: Database) -> None:
     # external-content FTS5 over the generated columns; sqlite-utils' triggers keep it
     # current through every later insert, update and delete, so `load` need not know it exists
     db["records"].enable_fts(list(KEYWORD_COLUMNS), create_triggers=True, tokenize=KEYWORD_TOKENIZER, replace=True)
-
-
-def pending(db: Database) -> list[str]:
-    return [m.name for m in migrations.pending(db)]
 
 
 @migrations()

@@ -201,20 +201,6 @@ class FacetCounts:
         """Providers holding at least one record under ``model`` (all of them for None)."""
         return sorted({p for m, p, _ in self.by_key if model is None or m == model})
 
-    @property
-    def by_model_provider(self) -> dict:
-        out: Counter = Counter()
-        for (m, p, _), n in self.by_key.items():
-            out[(m, p)] += n
-        return dict(out)
-
-    @property
-    def by_model_type(self) -> dict:
-        out: Counter = Counter()
-        for (m, _, t), n in self.by_key.items():
-            out[(m, t)] += n
-        return dict(out)
-
 
 _facet_lock = threading.Lock()
 _facet_cache: dict = {}
@@ -460,7 +446,7 @@ def gallery_page(
 def provider_totals(counts: FacetCounts, model: str | None = None) -> Counter:
     """Records per provider (under ``model`` only, when given)."""
     totals: Counter = Counter()
-    for (m, p), n in counts.by_model_provider.items():
+    for (m, p, _), n in counts.by_key.items():
         if model is None or m == model:
             totals[p] += n
     return totals

@@ -1,10 +1,8 @@
 """Data behind the ``/-/embeddings`` overview: each database's models and providers."""
 from __future__ import annotations
 
-from collections import Counter
-
 from ..storage.store import Store, has_tables
-from .gallery import facet_counts
+from .gallery import facet_counts, provider_totals
 
 
 def has_embeddings_tables(conn) -> bool:
@@ -16,9 +14,7 @@ def database_overview(conn, cache_key: str = "") -> dict:
     """Models with dimensions and counts, providers with counts, for the overview page."""
     store = Store(conn)
     counts = facet_counts(conn, cache_key)
-    providers: Counter = Counter()
-    for (_, p), n in counts.by_model_provider.items():
-        providers[p] += n
+    providers = provider_totals(counts)
     return {
         "records": sum(providers.values()),
         "models": [

@@ -82,6 +82,14 @@ def _params(request, keep: tuple[str, ...], drop: tuple[str, ...] = ()) -> list[
     ]
 
 
+def _path_number(request, name: str, what: str, max_digits: int = 18) -> int:
+    """A whole number from the URL path (18 digits fit SQLite's 64-bit integers); anything else is no page."""
+    raw = request.url_vars[name]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= max_digits):
+        raise Missing(f"{what} must be a whole number, got '{raw[:40]}'")
+    return int(raw)
+
+
 async def _database(datasette, request):
     """The requested database, after Datasette's permission check, holding our tables."""
     route = request.url_vars["database"]
@@ -190,9 +198,7 @@ def _facet_toggle_url(base: str, here: list, facet: str, value: str, selected: b
 @_handler("embeddings_record.html")
 async def record_view(datasette, request) -> dict:
     db = await _database(datasette, request)
-    raw_id = request.url_vars["record_id"]
-    if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):  # SQLite integers are 64-bit
-        raise Missing(f"record id must be a whole number, got '{raw_id[:40]}'")
+    record_id = _path_number(request, "record_id", "record id")
     args = request.args
     k = int_param(args, "k", DEFAULT_K, 1, MAX_K)
     providers = tuple(dict.fromkeys(p for p in args.getlist("provider") if p))
@@ -201,12 +207,12 @@ async def record_view(datasette, request) -> dict:
     base = _base(datasette, db)
     def page(conn) -> dict:
         data = record_page.record_page(
-            conn, int(raw_id), k=k, providers=providers, exclude_providers=exclude,
+            conn, record_id, k=k, providers=providers, exclude_providers=exclude,
             exclude_subject=exclude_subject, model=args.get("model") or None, base_url=base, cache_key=db.name,
             settings=plugin_config.for_datasette(datasette).fast_index,
         )
         model = data["record"]["model"]
-        # where each score falls among random pairs of this model (when `map`/`neighbors` stored it)
+        # where each score falls among random pairs of this model (when `map`/`neighbours` stored it)
         map_page.with_percentiles(data["similar"], distribution.current(conn, model, stored_version(conn, model)))
         subject = {"provider": data["record"]["provider"], "subject_id": data["record"]["subject_id"], "model": model}
         data["compare_models"] = compare_page.other_models(conn, subject)
@@ -543,9 +549,7 @@ async def clusters_view(datasette, request) -> dict:
 @_handler("embeddings_cluster.html")
 async def cluster_view(datasette, request) -> dict:
     db = await _database(datasette, request)
-    raw = request.url_vars["cluster"]
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
-        raise Missing(f"cluster must be a whole number, got '{raw[:40]}'")
+    cluster = _path_number(request, "cluster", "cluster", max_digits=9)
     urls = _map_urls(datasette, db)
     args = request.args
     after = int_param(args, "after", 0, 0, 2**63 - 1)
@@ -556,12 +560,12 @@ async def cluster_view(datasette, request) -> dict:
     def page(conn):
         label, _ = map_page.resolve_model(conn, model)
         cluster_url = lambda n: _url(f"{urls['clusters_url']}/{n}", [("model", label)])  # noqa: E731
-        return map_page.cluster_page(conn, label, int(raw), after=after, size=size, base_url=base, cluster_url=cluster_url)
+        return map_page.cluster_page(conn, label, cluster, after=after, size=size, base_url=base, cluster_url=cluster_url)
 
     data = await db.execute_fn(page)
     data.update(urls)
     here = _params(request, CLUSTER_PARAMS, drop=("after",))
-    path = f"{urls['clusters_url']}/{raw}"
+    path = f"{urls['clusters_url']}/{cluster}"
     data["next_url"] = _url(path, here + [("after", data["next_after"])]) if data["next_after"] else None
     data["first_url"] = _url(path, here) if after else None
     data["clusters_page_url"] = _url(urls["clusters_url"], [("model", data["model"])])
@@ -646,25 +650,23 @@ async def judge_view(datasette, request) -> Response:
 @_handler("embeddings_compare_record.html")
 async def compare_record_view(datasette, request) -> dict:
     db = await _database(datasette, request)
-    raw_id = request.url_vars["record_id"]
-    if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):
-        raise Missing(f"record id must be a whole number, got '{raw_id[:40]}'")
+    record_id = _path_number(request, "record_id", "record id")
     args = request.args
     k = int_param(args, "k", agreement.DEFAULT_K, 1, agreement.MAX_K)
     base = _base(datasette, db)
 
     def page(conn):
-        record = Store(conn).record(int(raw_id))
+        record = Store(conn).record(record_id)
         if record is None:
-            raise NotFoundError(f"no record with id {raw_id}")
+            raise NotFoundError(f"no record with id {record_id}")
         others = compare_page.other_models(conn, record)
         other = args.get("with") or (others[0] if others else None)
         if other is None:
             raise NotFoundError(f"no other model holds subject {record['subject_id']} ({record['provider']}): nothing to compare")
-        return compare_page.compare_record(conn, int(raw_id), other, k, base)
+        return compare_page.compare_record(conn, record_id, other, k, base)
 
     data = await db.execute_fn(page)
-    path = f"{base}/{raw_id}/compare"
+    path = f"{base}/{record_id}/compare"
     data["model_links"] = [
         {"model": m, "url": _url(path, [("with", m), ("k", k if k != agreement.DEFAULT_K else None)]),
          "selected": m == data["b"]["model"]}

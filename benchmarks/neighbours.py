@@ -1,7 +1,7 @@
-"""Time ``datasette-embeddings neighbors`` (the precomputed neighbors table) on clustered vectors.
+"""Time ``datasette-embeddings neighbours`` (the precomputed neighbours table) on clustered vectors.
 
-    python benchmarks/neighbors.py                 # 100k x 512, k=10 (target: under 5 minutes)
-    python benchmarks/neighbors.py --n 20000 --k 20
+    python benchmarks/neighbours.py                 # 100k x 512, k=10 (target: under 5 minutes)
+    python benchmarks/neighbours.py --n 20000 --k 20
 
 Builds a real database through the store, runs the real command's work
 (read from vec0, blocked products, one transaction), checks a sample of rows
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from knn import build_db  # noqa: E402
 from synthetic import clustered, normalised, recall  # noqa: E402
 
-from datasette_embeddings.search import neighbours as neighbors  # noqa: E402
+from datasette_embeddings.search import neighbours  # noqa: E402
 from datasette_embeddings.storage.connection import connect  # noqa: E402
 
 TARGET_SECONDS = 300
@@ -38,12 +38,12 @@ def main() -> None:
     parser.add_argument("--check", type=int, default=200, help="rows checked against brute force")
     args = parser.parse_args()
     vectors = clustered(args.n, args.dims)
-    with tempfile.TemporaryDirectory(prefix="neighbors-bench-") as workdir:
-        path = os.path.join(workdir, "neighbors.db")
+    with tempfile.TemporaryDirectory(prefix="neighbours-bench-") as workdir:
+        path = os.path.join(workdir, "neighbours.db")
         build_db(path, vectors)
         conn = connect(path)
         started, cpu_started = time.perf_counter(), time.process_time()
-        (report,) = neighbors.build(conn, ["bench"], k=args.k)
+        (report,) = neighbours.build(conn, ["bench"], k=args.k)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         size = conn.execute("select count(*) from neighbours").fetchone()[0]
         # spot check: ids are 1..N in vector order (build_db inserts in order)

@@ -1,10 +1,10 @@
-"""The precomputed neighbors table: brute-force correct, built by the CLI, used by record pages while current."""
+"""The precomputed neighbours table: brute-force correct, built by the CLI, used by record pages while current."""
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from datasette_embeddings.files import loader
-from datasette_embeddings.search import neighbours as neighbors
+from datasette_embeddings.search import neighbours
 from datasette_embeddings.cli import cli
 from datasette_embeddings.search.similarity import NeighbourFilter, similar_to_record
 from datasette_embeddings.storage.connection import connect
@@ -55,11 +55,11 @@ def _assert_matches(stored, expected):
 def test_table_matches_brute_force_with_small_blocks(db):
     conn = connect(str(db))
     try:
-        neighbors.build(conn, ["m-8"], k=7)
+        neighbours.build(conn, ["m-8"], k=7)
         # the same again with a block size that does not divide N: blocks must not change the answer
         model = Store(conn).model("m-8")
-        index = neighbors.fast_index.build(conn, model, ())
-        rows, _ = neighbors.top_k_blocks(index.matrix, 7, block_rows=13)
+        index = neighbours.fast_index.build(conn, model, ())
+        rows, _ = neighbours.top_k_blocks(index.matrix, 7, block_rows=13)
         expected = _brute_force(conn, "m-8", 7)
         _assert_matches(_stored(conn, "m-8"), expected)
         by_blocks = {int(index.ids[i]): [int(index.ids[j]) for j in rows[i]] for i in range(len(index.ids))}
@@ -71,9 +71,9 @@ def test_table_matches_brute_force_with_small_blocks(db):
 
 def test_cli_builds_all_models_and_replaces_older_rows(db):
     runner = CliRunner()
-    result = runner.invoke(cli, ["neighbors", str(db), "--k", "5"])
+    result = runner.invoke(cli, ["neighbours", str(db), "--k", "5"])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["neighbors", str(db), "--model", "m-4", "--k", "3"])
+    result = runner.invoke(cli, ["neighbours", str(db), "--model", "m-4", "--k", "3"])
     assert result.exit_code == 0, result.output
     conn = connect(str(db))
     try:
@@ -91,7 +91,7 @@ def test_cli_builds_all_models_and_replaces_older_rows(db):
     [(["--model", "nope"], "unknown model 'nope'"), (["--k", "0"], "--k must be a whole number from 1 to 1000")],
 )
 def test_cli_rejects_bad_input(db, args, message):
-    result = CliRunner().invoke(cli, ["neighbors", str(db), *args])
+    result = CliRunner().invoke(cli, ["neighbours", str(db), *args])
     assert result.exit_code == 1
     assert message in result.output and str(db) in result.output
 
@@ -100,7 +100,7 @@ def test_similar_to_record_reads_the_table_while_current(db, tmp_path):
     conn = connect(str(db))
     try:
         rid = conn.execute("select id from records where model = 'm-8' order by id limit 1").fetchone()[0]
-        neighbors.build(conn, ["m-8"], k=5)
+        neighbours.build(conn, ["m-8"], k=5)
         # make the stored rows recognisable: if similar_to_record returns them, it read the table
         conn.execute("update neighbours set similarity = -2 - rank where record_id = ?", [rid])
         _, found = similar_to_record(conn, rid, k=4)
@@ -130,7 +130,7 @@ def test_record_page_in_datasette_uses_the_table(db):
     conn = connect(str(db))
     try:
         rid = conn.execute("select id from records where model = 'm-4' order by id limit 1").fetchone()[0]
-        neighbors.build(conn, ["m-4"], k=5)
+        neighbours.build(conn, ["m-4"], k=5)
         expected = [r[0] for r in conn.execute("select neighbour_id from neighbours where record_id = ? order by rank", [rid])]
         conn.execute("update neighbours set similarity = 0.5 where record_id = ?", [rid])
     finally:
