@@ -25,7 +25,7 @@ from . import oembeddings
 from .footer import FileStats
 from .attributes import attribute_dicts as _attribute_dicts, clean_attributes as _clean_attributes, is_string as _is_string
 from .layouts import Layout, ResolvedLayout
-from ..storage.vectors import MAX_DIMENSIONS, MAX_NORM, MIN_NORM, norm_problem
+from ..storage.vectors import MAX_DIMENSIONS, MAX_NORM, MIN_NORM, VECTOR_DTYPE, norm_problem
 
 REQUIRED_COLUMNS = ("provider", "depiction_id", "subject_id", "model", "embeddings", "created", "attributes")
 STRING_COLUMNS = ("provider", "depiction_id", "subject_id", "model")
@@ -84,7 +84,7 @@ class RecordBatch:
 
     @property
     def embeddings(self) -> list[np.ndarray]:
-        return [np.frombuffer(blob, dtype="<f4") for blob in self.vectors]
+        return [np.frombuffer(blob, dtype=VECTOR_DTYPE) for blob in self.vectors]
 
 
 # ---------------------------------------------------------------- reading
@@ -425,7 +425,7 @@ def _embeddings(arr: pa.Array, first_row: int, comparable: bool = False) -> tupl
         raise RecordError(
             f"holds a NaN or infinite value at position {bad - int(offsets[row])}", row=first_row + row, field="embeddings"
         )
-    flat = flat.astype("<f4", copy=False)
+    flat = flat.astype(VECTOR_DTYPE, copy=False)
     if comparable:
         _check_lengths(flat, lengths, offsets, first_row)
     if n and (lengths == lengths[0]).all():
@@ -527,7 +527,7 @@ def stored_rows_to_arrow(rows: Sequence[tuple]) -> pa.Table:
     lengths = np.fromiter((len(b) // 4 for b in blobs), dtype=np.int64, count=n)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    values = pa.array(np.frombuffer(b"".join(blobs), dtype="<f4"), pa.float32())
+    values = pa.array(np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE), pa.float32())
     embeddings = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values, type=CANONICAL_SCHEMA.field("embeddings").type)
     return pa.Table.from_arrays(
         [

@@ -11,11 +11,11 @@ never loses results (the filter is applied before the top-k, never after).
 Why the matrix is read from vec0 rather than from a sidecar file written by
 ``load``: vec0 is the single source of truth, so there is nothing to keep in
 step, databases loaded by older versions or copied without sidecars work, and a
-read-only published database needs no extra files.  Reading 100,000 x 512
-vectors from vec0 takes under a second (1,000,000 x 512: 42 s measured with an
-earlier row-by-row read), once per process and model.  Datasette's ``startup``
-hook builds every model's index in a background thread (``warm``, see
-:mod:`index_warmup`), so that time is not spent on the first query.
+read-only published database needs no extra files.  The read happens once per
+process and model (its time is the "build ... from vec0" that benchmarks/knn.py
+prints).  Datasette's ``startup`` hook builds every model's index in a background
+thread (``fast_index: build_at_startup``, see :mod:`index_warmup`), so that time
+is not spent on the first query.
 
 No request ever builds an index or waits for one.  On a connection Datasette
 serves requests with (marked by :func:`mark_served`), a query whose model has no

@@ -20,7 +20,7 @@ from ..errors import SimilarityError, SimilarityNotFound
 from . import memory_index as fast_index, neighbours
 from .filters import MAX_K, Neighbour, NeighbourFilter, check_k
 from ..storage.store import ModelInfo, Store, read_again_if_torn, record_from_row
-from ..storage.vectors import is_comparable, to_blob
+from ..storage.vectors import VECTOR_DTYPE, from_blob, is_comparable, to_blob
 
 def nearest_ids(
     conn, model: ModelInfo, vector: np.ndarray, k: int, flt: NeighbourFilter = NeighbourFilter(),
@@ -44,7 +44,7 @@ def nearest_ids(
 
 def _checked_query(model: ModelInfo, vector, k: int) -> np.ndarray:
     check_k(k)
-    vector = np.asarray(vector, dtype="<f4")
+    vector = np.asarray(vector, dtype=VECTOR_DTYPE)
     if vector.shape != (model.dimensions,):
         raise SimilarityError(
             f"query vector has {vector.shape[-1] if vector.ndim else 0} dimensions; model '{model.label}' has {model.dimensions}"
@@ -86,7 +86,7 @@ def _knn(conn, sql: str, params: list) -> list:
 
 def _stored_is_comparable(conn, model: ModelInfo, record_id: int) -> bool:
     row = conn.execute(f"select embedding from {model.vec_table} where id = ?", [record_id]).fetchone()
-    return row is not None and is_comparable(np.frombuffer(row[0], dtype="<f4"))
+    return row is not None and is_comparable(from_blob(row[0]))
 
 
 def with_records(conn, pairs: list[tuple[int, float]]) -> list[Neighbour]:
@@ -163,7 +163,7 @@ def mean_vector(vectors: Sequence[np.ndarray]) -> np.ndarray:
     length = np.linalg.norm(mean)
     if not np.isfinite(length) or length == 0:
         raise SimilarityError("the records' vectors cancel out (their mean has no direction): choose other records")
-    return (mean / length).astype("<f4")
+    return (mean / length).astype(VECTOR_DTYPE)
 
 
 def similar_to_records(
