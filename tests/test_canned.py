@@ -190,12 +190,23 @@ def test_text_search_searches_through_embeddings_nearest_with_the_rows_of_vec0(m
                           dict(_vec0_knn(museum_db, FAKE_TEXT_MODEL, vector, 4096)))
 
 
-def test_similar_records_reads_a_current_table_without_searching(with_neighbours, nearest_calls):
+def test_similar_records_reads_a_current_table_without_searching(with_neighbours, nearest_calls, tmp_path):
+    from datasette_embeddings.files import loader
+    from tests.helpers import make_records, write_parquet
+
     args = dict(provider="met", depiction_id="met-0", model="dup-16")
     assert len(_query(with_neighbours, "similar_records", **args, k=3)) == 3
     assert nearest_calls == []  # k up to the stored k: the table answers
     assert len(_query(with_neighbours, "similar_records", **args, k=5)) == 5
     assert nearest_calls == [("dup-16", 6)]  # more than it holds: one search
+    # a load makes the table stale: it is ignored, and k=3 searches too
+    _mark_stored_similarities(with_neighbours, 0.25)
+    extra = tmp_path / "more.parquet"
+    write_parquet(extra, make_records(n=3, providers=("late",), models={"dup-16": 16}, seed=9))
+    loader.load(str(with_neighbours), [str(extra)])
+    got = _query(with_neighbours, "similar_records", **args, k=3)
+    assert len(got) == 3 and 0.25 not in {r["similarity"] for r in got}
+    assert nearest_calls[-1] == ("dup-16", 4)
 
 
 @pytest.mark.parametrize("name", ["similar_records", "cross_provider_links", "text_search", "near_duplicates"])
