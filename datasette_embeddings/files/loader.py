@@ -27,7 +27,7 @@ from .file_info import is_url, schema_of
 from .layouts import Layout
 from .parquet_io import RecordBatch, RecordError, check_schema, open_parquet, read_batches, read_footer_keys
 from .remote import RemoteReadError
-from ..storage.connection import connect, sqlite3
+from ..storage.connection import sqlite3
 from ..storage import keyword_index
 from ..errors import EmbeddingsError
 from ..storage.store import Store, UpsertCounts

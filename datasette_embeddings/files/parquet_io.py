@@ -10,7 +10,6 @@ rows are numbered from 0 across the whole file, as pyarrow and pandas do.
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
@@ -23,7 +22,7 @@ import pyarrow.parquet as pq
 from ..errors import RecordError
 from . import oembeddings
 from .footer import FileStats
-from .attributes import attribute_dicts as _attribute_dicts, clean_attributes as _clean_attributes, is_string as _is_string
+from .attributes import attribute_dicts as _attribute_dicts, is_string as _is_string
 from .layouts import Layout, ResolvedLayout
 from ..storage.vectors import MAX_DIMENSIONS, MAX_NORM, MIN_NORM, VECTOR_DTYPE, norm_problem
 

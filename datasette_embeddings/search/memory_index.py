@@ -43,7 +43,6 @@ index to return k rows.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os

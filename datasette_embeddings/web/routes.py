@@ -18,7 +18,7 @@ from .. import config as plugin_config
 from ..config import LinksSettings
 from ..embedding import resolver
 from ..errors import EmbeddingsError, InvalidRequestError, NotFoundError, TooLargeError
-from ..search import agreement, distribution, evaluation, keywords, maps
+from ..search import agreement, distribution, evaluation, keywords
 from ..search.filters import MAX_K, NeighbourFilter
 from ..storage.store import stored_version
 from . import compare_page, evaluation_page, judging, links_page, map_page
