@@ -147,3 +147,9 @@ def test_config_key_is_documented(config_blocks, key):
         if isinstance(node, dict) and last in node:
             return
     pytest.fail(f"configuration key '{key}' is in no README yaml block under plugins: datasette-embeddings:")
+
+
+def test_every_configuration_block_passes_validation(config_blocks):
+    """A README yaml block that the plugin would refuse (a renamed key, a value out of range) fails here."""
+    for block in config_blocks:
+        config.PluginConfig.from_dict(block)
