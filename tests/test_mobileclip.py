@@ -280,3 +280,20 @@ def test_search_page_by_text_and_by_image(mobileclip_db):
     results = response.json()["results"]
     assert results[0]["depiction_id"] == "DP259541"
     assert results[0]["similarity"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_check_model_on_the_mobileclip_file_passes(mobileclip_db):
+    """The publisher's check: stored MobileCLIP-S1 vectors re-made from the images agree (cosine > 0.999)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from datasette_embeddings import cli
+
+    result = CliRunner().invoke(
+        cli.cli, ["check-model", str(mobileclip_db), "apple/MobileCLIP-S1", "--images", str(IMAGES), "--sample", "4", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["label"] == "apple/mobileclip_s1"
+    assert report["compared"] == 4 and report["passed"] and report["min"] > 0.999
