@@ -31,13 +31,15 @@ test: install-test
 # pair that match (torch 2.14.1 is a CUDA build, about 5.5 GB installed, which runs on the CPU).
 VISION_VENV ?= .venv-vision
 VISION_PY = $(VISION_VENV)/bin/python
+# the matching pair this machine kind carries for its processor (aarch64: a CPU build of 723 MB; not run here)
+VISION_TORCH ?= $(if $(filter aarch64,$(shell uname -m)),torch==2.9.1 torchvision==0.24.1,torch==2.14.1 torchvision==0.29.1)
 
 $(VISION_PY):
 	$(PYTHON) -m venv $(VISION_VENV)
 	$(VISION_VENV)/bin/pip install --quiet --upgrade pip
 
 install-vision: $(VISION_PY)
-	$(VISION_VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(VISION_VENV)/bin/pip install --quiet $(VISION_TORCH)
 	$(VISION_VENV)/bin/pip install --quiet -e '.[mobileclip,test]'
 
 # Only the tests marked `vision` (MobileCLIP built with random weights), in that virtualenv.
