@@ -40,7 +40,6 @@ argument.  This module imports nothing of the package, so every layer may use it
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
@@ -197,11 +196,6 @@ def for_datasette(datasette) -> PluginConfig:
         config = PluginConfig.from_datasette(datasette)
         datasette.__dict__["_datasette_embeddings_config"] = config
     return config
-
-
-def with_index(config: PluginConfig, **changes: Any) -> PluginConfig:
-    """A copy with some fast_index settings changed (the CLI and benchmarks tune them this way)."""
-    return dataclasses.replace(config, fast_index=dataclasses.replace(config.fast_index, **changes))
 
 
 def documented_keys() -> list[str]:

@@ -149,10 +149,3 @@ def stored(conn, a: str, b: str, k: int) -> Agreement | None:
         return None
     return Agreement(a, b, k, row[2], row[3], json.loads(row[4]), versions)
 
-
-def stored_list(conn) -> list[dict]:
-    try:
-        rows = conn.execute("select a, b, k, subjects, mean_jaccard, built from model_comparisons order by a, b, k").fetchall()
-    except Exception:
-        return []
-    return [{"a": a, "b": b, "k": k, "subjects": s, "mean_jaccard": j, "built": t} for a, b, k, s, j, t in rows]
