@@ -1,6 +1,7 @@
 """Builders for real Parquet files in the layouts other writers use."""
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Iterable, Mapping, Sequence
 
@@ -248,6 +249,42 @@ def wait_until_serving(proc, base: str, timeout: float = 90, log=None) -> None:
                 output = open(log, "rb").read() if log is not None else proc.stdout.read()
                 raise RuntimeError("datasette did not start: " + output.decode(errors="replace")[-2000:])
             time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def serving_datasette(args: list, folder, env: dict | None = None, timeout: float = 90, port: int | None = None):
+    """A real ``datasette`` on a free port of 127.0.0.1 for the block: yields ``(base URL, process)``.
+
+    Its output goes to ``folder/datasette-<port>.log``, never to a pipe: a pipe nobody reads fills
+    after a few hundred access-log lines and the server then blocks writing to it (a browser test
+    hung that way).  ``args`` are datasette's (databases and options, no host or port); ``port``:
+    one chosen beforehand (:func:`free_port`), for data that must name the server's address.
+    """
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    port = port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    datasette = pathlib.Path(sys.executable).parent / "datasette"
+    log_path = pathlib.Path(folder) / f"datasette-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(datasette), *map(str, args), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env=env if env is not None else {**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        try:
+            wait_until_serving(proc, base, timeout=timeout, log=log_path)
+            yield base, proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def launch_chromium():

@@ -6,12 +6,10 @@ so the gallery shows real pictures.  Screenshots go to docs/screenshots/ for the
 """
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import CHROMIUM, free_port, launch_chromium, wait_until_serving
+from tests.helpers import CHROMIUM, free_port, launch_chromium, serving_datasette
 
 from tests.gallery_fixtures import EVIL_DEPICTION, IMAGES, build_database, rid
 
@@ -27,22 +25,13 @@ def server(tmp_path_factory):
         pytest.skip("needs /usr/bin/chromium")
     pytest.importorskip("playwright")
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     folder = tmp_path_factory.mktemp("browser")
-    # "museum" is the real collection only (the screenshots); "hostile" adds the hostile records
-    db = build_database(folder, image_base_url=f"{base}/images/", test_records=False)
-    hostile = build_database(folder, image_base_url=f"{base}/images/", name="hostile")
-    datasette = pathlib.Path(sys.executable).parent / "datasette"
-    proc = subprocess.Popen(
-        [str(datasette), str(db), str(hostile), "--host", "127.0.0.1", "--port", str(port), "--static", f"images:{IMAGES}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    try:
-        wait_until_serving(proc, base, timeout=90)
+    # "museum" is the real collection only (the screenshots); "hostile" adds the hostile records.
+    # Previews must be absolute http(s) URLs, so the data names the port before the server starts.
+    db = build_database(folder, image_base_url=f"http://127.0.0.1:{port}/images/", test_records=False)
+    hostile = build_database(folder, image_base_url=f"http://127.0.0.1:{port}/images/", name="hostile")
+    with serving_datasette([db, hostile, "--static", f"images:{IMAGES}"], folder, port=port) as (base, _proc):
         yield base, db, hostile
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

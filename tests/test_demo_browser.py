@@ -6,8 +6,6 @@ here (docs/screenshots/demo-*.png).
 """
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
@@ -15,7 +13,7 @@ from click.testing import CliRunner
 
 from datasette_embeddings import cli
 from datasette_embeddings.files import loader
-from tests.helpers import free_port, launch_chromium, wait_until_serving
+from tests.helpers import launch_chromium, serving_datasette
 from tests.test_browser import CHROMIUM, images_loaded
 from tests.test_tour import makefile_demo_files
 
@@ -40,25 +38,10 @@ def demo_server(tmp_path_factory):
                  ["map", str(db), "--model", "colour-layout-v1"]):
         done = CliRunner().invoke(cli.cli, args, catch_exceptions=False)
         assert done.exit_code == 0, (args, done.output)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    datasette = pathlib.Path(sys.executable).parent / "datasette"
-    # the server's output goes to a file: every page fetches its previews, and the access log of
-    # this many pages would fill a pipe that nobody reads (the server then blocks writing to it)
-    log = open(db.parent / "datasette.log", "wb")
-    proc = subprocess.Popen(
-        [str(datasette), "serve", "-i", str(db), "--metadata", str(ROOT / "metadata.yml"),
-         "--static", f"previews:{ROOT / 'demo' / 'previews'}", "--host", "127.0.0.1", "--port", str(port), "--cors",
-         "--setting", "sql_time_limit_ms", "10000"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    try:
-        wait_until_serving(proc, base, timeout=120, log=log.name)
+    args = ["serve", "-i", db, "--metadata", ROOT / "metadata.yml", "--static", f"previews:{ROOT / 'demo' / 'previews'}",
+            "--cors", "--setting", "sql_time_limit_ms", "10000"]
+    with serving_datasette(args, db.parent, timeout=120) as (base, _proc):
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,12 @@ docs/screenshots/ for the README.
 """
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
 
 from datasette_embeddings.cli import cli
-from tests.helpers import CHROMIUM, free_port, launch_chromium, wait_until_serving
+from tests.helpers import CHROMIUM, launch_chromium, serving_datasette
 
 pytestmark = pytest.mark.browser
 
@@ -39,20 +37,9 @@ def server(tmp_path_factory):
     ):
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, result.output
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    datasette = pathlib.Path(sys.executable).parent / "datasette"
-    proc = subprocess.Popen(
-        [str(datasette), str(db), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "DATASETTE_SECRET": SECRET},
-    )
-    try:
-        wait_until_serving(proc, base, timeout=90)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DATASETTE_SECRET": SECRET}
+    with serving_datasette([db], db.parent, env=env) as (base, _proc):
         yield base, db
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

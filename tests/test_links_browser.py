@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.helpers import CHROMIUM, free_port, launch_chromium, wait_until_serving
+from tests.helpers import CHROMIUM, launch_chromium, serving_datasette
 
 pytestmark = pytest.mark.browser
 
@@ -33,19 +33,9 @@ def server(tmp_path_factory):
                    check=True, env=env)
     subprocess.run([str(bin_dir / "datasette-embeddings"), "links", str(db), "--from", "met", "--to", "brooklyn",
                     "--model", MINILM, "--k", "3", "-q"], check=True, env=env)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [str(bin_dir / "datasette"), "serve", str(db), "--metadata", str(ROOT / "metadata.yml"),
-         "--static", f"previews:{ROOT / 'demo' / 'previews'}", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-    )
-    try:
-        wait_until_serving(proc, base, timeout=90)
+    with serving_datasette(["serve", db, "--metadata", ROOT / "metadata.yml",
+                            "--static", f"previews:{ROOT / 'demo' / 'previews'}"], db.parent, env=env) as (base, _proc):
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
