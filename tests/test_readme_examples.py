@@ -30,8 +30,23 @@ def section(title: str) -> str:
     return found[0]
 
 
+def code_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, content) of every fenced block, fences paired in order."""
+    blocks, language, lines = [], None, []
+    for line in text.splitlines():
+        fence = re.match(r"^\s*```(\w*)", line)
+        if fence and language is None:
+            language, lines = fence.group(1), []
+        elif fence:
+            blocks.append((language, "\n".join(lines) + "\n"))
+            language = None
+        elif language is not None:
+            lines.append(line)
+    return blocks
+
+
 def fenced(text: str, language: str) -> list[str]:
-    return re.findall(rf"^```{language}\s*\n(.*?)^```", text, re.M | re.S)
+    return [content for lang, content in code_blocks(text) if lang == language]
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -45,6 +60,27 @@ def test_every_file_the_readme_names_exists():
     assert len(named) > 20
     missing = [path for path in named if not (ROOT / path).exists()]
     assert not missing, f"README names files that do not exist: {missing}"
+
+
+def test_every_table_the_migrations_make_is_in_the_database_layout(tmp_path):
+    """A migration that adds a table (or a column to ``models`` or ``records``) is documented, or this fails."""
+    from datasette_embeddings.storage.connection import connect
+    from datasette_embeddings.storage.store import Store
+
+    conn = connect(str(tmp_path / "fresh.db"), readonly=False)
+    Store(conn).migrate()
+    names = [name for (name,) in conn.execute(
+        "select name from sqlite_master where type in ('table', 'view') and name not like 'records_fts_%' "
+        "and name not like 'sqlite_%'"
+    )]
+    layout = section("Database layout")
+    rows = {re.match(r"\| `([^`]+)`", line).group(1): line for line in layout.splitlines() if re.match(r"\| `", line)}
+    missing = [name for name in names if name not in rows]
+    assert not missing, f"tables missing from README's Database layout: {missing}"
+    for table in ("records", "models"):
+        columns = [row[1] for row in conn.execute(f"pragma table_xinfo({table})")]
+        undocumented = [c for c in columns if f"`{c}`" not in rows[table]]
+        assert not undocumented, f"columns of {table} missing from README's Database layout: {undocumented}"
 
 
 # -- the web interface table -------------------------------------------------------------------
@@ -184,3 +220,45 @@ def test_the_datasette_get_example_prints_what_the_readme_says(demo):  # noqa: F
     path = re.search(r"--get '([^']+)'", block).group(1)
     printed = re.search(r"^# (\[.*?\])\s", block, re.M).group(1)
     assert fetch(demo, path).json() == json.loads(printed)
+
+
+# -- command lines -------------------------------------------------------------------------------
+
+def _command_lines() -> list[str]:
+    """Every ``datasette-embeddings ...`` line of the README's code blocks, continuation lines joined."""
+    lines = []
+    for language, block in code_blocks(README):
+        if language not in ("bash", "sh", ""):
+            continue
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip().removeprefix("$ ")
+            if line.startswith("datasette-embeddings "):
+                lines.append(line.split(" #")[0].strip())
+    return lines
+
+
+def test_every_command_line_in_the_readme_names_real_options():
+    """An example that names a command or option the CLI does not have fails here (the reverse of
+    tests/test_docs.py, which fails on an option the README does not name)."""
+    import shlex
+
+    import click
+
+    from datasette_embeddings.cli import cli
+
+    lines = _command_lines()
+    assert len(lines) >= 25, lines
+    problems = []
+    for line in lines:
+        words = shlex.split(line)[1:]
+        command: click.Command = cli
+        while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+            if words[0] not in command.commands:
+                problems.append(f"{line}: no command '{words[0]}'")
+                break
+            command = command.commands[words.pop(0)]
+        options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+        options |= {"--help", "--version"}
+        problems += [f"{line}: no option {word}" for word in words
+                     if word.startswith("-") and word.split("=")[0] not in options]
+    assert not problems, problems
