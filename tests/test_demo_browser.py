@@ -135,12 +135,20 @@ BROKEN_IMAGES_SHOWN = """() => Array.from(document.images)
 @pytest.mark.parametrize("path", ["/demo/-/gallery", "/demo/-/gallery?q=storm", "/demo/-/record/met/DP159891"])
 def test_no_broken_image_is_shown(demo_server, browser, path):
     """A preview that cannot load (the Met's own image URLs, offline) gives way to the card's text."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     context, page = new_page(browser, {"width": 1280, "height": 900})
     try:
         page.goto(demo_server + path)
         # the images in view (lazy ones further down are not fetched yet) have loaded or failed
         page.wait_for_function("Array.from(document.images).filter(i => i.getBoundingClientRect().top < innerHeight)"
                                ".every(i => i.complete)", timeout=20000)
+        # a failed image is `complete` before its error event has run the handler that hides it: give
+        # the handlers their turn (a few seconds at most) before judging what is shown
+        try:
+            page.wait_for_function(f"({BROKEN_IMAGES_SHOWN})().length === 0", timeout=5000)
+        except PlaywrightTimeout:
+            pass
         assert page.evaluate(BROKEN_IMAGES_SHOWN) == []
         # the two Met paintings whose images ship with the demo show them under their titles too
         if path.startswith("/demo/-/record/"):
