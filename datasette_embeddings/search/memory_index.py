@@ -43,6 +43,7 @@ index to return k rows.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
@@ -68,8 +69,41 @@ BUILDER_THREAD_NAME = "datasette-embeddings-index-builder"
 #: after an index is dropped to make room (or its build failed), it is not built again for this
 #: long (vec0 answers meanwhile): two models that do not fit together would otherwise rebuild in turn
 REBUILD_COOLDOWN_SECONDS = 30.0
+#: rows added to an HNSW graph per faiss call; between calls a build checks whether the process is exiting
+ANN_ADD_BATCH = 2048
+#: how long the interpreter's exit waits for graph builds to reach their next batch boundary
+ANN_EXIT_JOIN_SECONDS = 60.0
 
 log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ graph builds and exit
+class _AnnStopped(Exception):
+    """A graph build given up because the process is exiting."""
+
+
+_ann_stop = threading.Event()
+_ann_threads: set[threading.Thread] = set()
+_ann_threads_lock = threading.Lock()
+
+
+def _stop_ann_builds() -> None:
+    """At exit: stop every graph build at its next batch and wait for its thread.
+
+    A daemon thread still inside faiss (its OpenMP workers running) when Python
+    finalises aborted the process ("terminate called without an active exception",
+    exit code 134) or hung it; ``datasette ... --get`` or the CLI exits while a
+    build started by the startup warm-up is running.
+    """
+    _ann_stop.set()
+    deadline = time.monotonic() + ANN_EXIT_JOIN_SECONDS
+    with _ann_threads_lock:
+        threads = list(_ann_threads)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+atexit.register(_stop_ann_builds)
 
 
 # ------------------------------------------------------------------ the index of one model
@@ -93,7 +127,11 @@ class _Ann:
         )
         self.index.hnsw.efConstruction = settings.ann_expansion_add
         self.index.train(matrix[: min(len(matrix), 10_000)])
-        self.index.add(matrix)
+        # a batch at a time, so that an exiting process stops the build at the next boundary
+        for start in range(0, len(matrix), ANN_ADD_BATCH):
+            if _ann_stop.is_set():
+                raise _AnnStopped()
+            self.index.add(matrix[start:start + ANN_ADD_BATCH])
         self.rows = len(matrix)
         # fp16 codes plus the bottom layer's 2 * M neighbour ids per row (upper layers add a few percent)
         self.nbytes = int(self.rows * (matrix.shape[1] * 2 + settings.ann_connectivity * 2 * 4) * 1.05)
@@ -133,7 +171,7 @@ class ModelIndex:
     unusable_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     by_id: np.ndarray = field(init=False)  # rows sorted by id, for id -> row
     ann: _Ann | None = None
-    ann_state: str = "none"  # none | building | ready | failed
+    ann_state: str = "none"  # none | building | ready | failed | stopped (the process is exiting)
     ann_seconds: float = 0.0
 
     def __post_init__(self) -> None:
@@ -575,7 +613,7 @@ def ann_available() -> bool:
 
 
 def _start_ann(index: ModelIndex, settings: IndexSettings, wait: bool) -> None:
-    if not settings.ann or len(index.ids) < settings.ann_threshold or not ann_available():
+    if not settings.ann or len(index.ids) < settings.ann_threshold or not ann_available() or _ann_stop.is_set():
         return
     index.ann_state = "building"
 
@@ -587,10 +625,17 @@ def _start_ann(index: ModelIndex, settings: IndexSettings, wait: bool) -> None:
             index.ann_state = "ready"
             with _cache.lock:
                 _cache._evict(settings.max_memory_mb * 1e6)
+        except _AnnStopped:
+            index.ann_state = "stopped"
         except Exception:  # pragma: no cover - exact search keeps answering
             index.ann_state = "failed"
+        finally:
+            with _ann_threads_lock:
+                _ann_threads.discard(threading.current_thread())
 
     thread = threading.Thread(target=run, name=f"ann-{index.label}", daemon=True)
+    with _ann_threads_lock:
+        _ann_threads.add(thread)
     thread.start()
     if wait:
         thread.join()
