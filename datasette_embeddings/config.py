@@ -20,6 +20,7 @@ argument.  This module imports nothing of the package, so every layer may use it
         max_upload_bytes: 10485760   # one image upload or embed_image() argument
         max_image_pixels: 40000000
         text_cache_size: 1024        # identical query texts are embedded once
+        max_concurrent_decodes: 2    # image decodes at once in the process (each holds one canvas)
         warm_models: true            # load the query models at startup
         fast_index:
           enabled: true
@@ -37,6 +38,12 @@ argument.  This module imports nothing of the package, so every layer may use it
         links:
           on_the_fly: true
           on_the_fly_max_sources: 10000
+        uploads:                     # a search request's body (web/uploads.py)
+          max_parts: 16
+          max_headers_per_part: 4
+          max_header_bytes: 1024
+          max_field_bytes: 8192
+          max_overhead_bytes: 65536  # body limit = max_upload_bytes + this
 """
 from __future__ import annotations
 
@@ -67,6 +74,8 @@ class EmbeddingConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     text_cache_size: int = 1024
+    #: image decodes running at once in the process (embedding/images.py); more wait their turn
+    max_concurrent_decodes: int = 2
     warm_models: bool = True
 
 
@@ -96,10 +105,27 @@ class LinksSettings:
     on_the_fly_max_sources: int = 10_000
 
 
+@dataclass(frozen=True)
+class UploadSettings:
+    """What one search request's body may hold (``web/uploads.py``); the image itself: ``max_upload_bytes``."""
+
+    #: parts of a multipart form (the image and the search fields)
+    max_parts: int = 16
+    #: header lines of one part
+    max_headers_per_part: int = 4
+    #: bytes of one part header line (and of the request's Content-Type)
+    max_header_bytes: int = 1024
+    #: bytes of one text field
+    max_field_bytes: int = 8 * 1024
+    #: the form's fields, part headers and boundaries on top of the image: the whole body may be
+    #: ``max_upload_bytes + max_overhead_bytes``
+    max_overhead_bytes: int = 64 * 1024
+
+
 #: the smallest value each number may take (everything else: 1)
 _MINIMUM = {"text_cache_size": 0, "max_memory_mb": 0.0, "ann_threshold": 0, "blas_threads": 0}
 #: the largest value, where a larger one would crash a library rather than be merely slow
-_MAXIMUM = {"ann_connectivity": 512, "ann_overfetch": 100, "ann_expansion_add": 100_000, "ann_expansion_search": 100_000}
+_MAXIMUM = {"max_concurrent_decodes": 64, "ann_connectivity": 512, "ann_overfetch": 100, "ann_expansion_add": 100_000, "ann_expansion_search": 100_000}
 
 
 @dataclass(frozen=True)
@@ -107,6 +133,7 @@ class PluginConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     fast_index: IndexSettings = field(default_factory=IndexSettings)
     links: LinksSettings = field(default_factory=LinksSettings)
+    uploads: UploadSettings = field(default_factory=UploadSettings)
     #: who may judge links in the browser: a Datasette allow block (default: the root actor)
     judges: Any = field(default_factory=lambda: {"id": "root"})
 
@@ -124,6 +151,7 @@ class PluginConfig:
             raise ConfigError(f"{where}: judges must be an allow block such as {{id: [alice, bob]}}, or true or false, got {str(judges)[:60]!r}")
         block = _block(data, "fast_index", where)
         links = _block(data, "links", where)
+        uploads = _block(data, "uploads", where)
         models = data.pop("models", None) or {}
         if not isinstance(models, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) and v for k, v in models.items()
@@ -132,7 +160,8 @@ class PluginConfig:
         embedding = _section(EmbeddingConfig, data, where, "", models=dict(models))
         index = _section(IndexSettings, block, f"{where}: fast_index", "fast_index.")
         links_settings = _section(LinksSettings, links, f"{where}: links", "links.")
-        return cls(embedding=embedding, fast_index=index, links=links_settings, judges=judges)
+        upload_settings = _section(UploadSettings, uploads, f"{where}: uploads", "uploads.")
+        return cls(embedding=embedding, fast_index=index, links=links_settings, uploads=upload_settings, judges=judges)
 
     @classmethod
     def from_datasette(cls, datasette) -> "PluginConfig":
@@ -204,5 +233,6 @@ def documented_keys() -> list[str]:
         ["models"] + [f.name for f in fields(EmbeddingConfig) if f.name != "models"]
         + ["fast_index"] + ["fast_index." + f.name for f in fields(IndexSettings)]
         + ["links"] + ["links." + f.name for f in fields(LinksSettings)]
+        + ["uploads"] + ["uploads." + f.name for f in fields(UploadSettings)]
         + ["judges"]
     )

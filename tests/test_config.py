@@ -5,7 +5,7 @@ import pytest
 from datasette.app import Datasette
 
 from datasette_embeddings import config
-from datasette_embeddings.config import EmbeddingConfig, IndexSettings, PluginConfig
+from datasette_embeddings.config import EmbeddingConfig, IndexSettings, PluginConfig, UploadSettings
 from datasette_embeddings.errors import ConfigError
 
 
@@ -55,11 +55,11 @@ def test_bad_config_names_the_key(data, message):
 
 def test_every_setting_has_a_default_that_passes_its_own_check():
     # the defaults are what an empty block gives, so they must be valid values themselves
-    for section, prefix in ((EmbeddingConfig(), ""), (IndexSettings(), "fast_index.")):
+    for section, prefix in ((EmbeddingConfig(), ""), (IndexSettings(), "fast_index"), (UploadSettings(), "uploads")):
         for key, value in vars(section).items():
             if key == "models":
                 continue
-            data = {key: value} if not prefix else {"fast_index": {key: value}}
+            data = {key: value} if not prefix else {prefix: {key: value}}
             PluginConfig.from_dict(data)
 
 

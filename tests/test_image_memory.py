@@ -3,7 +3,7 @@
 A 170 KB PNG declaring 6,320 x 6,320 RGBA pixels (40 MP, under the pixel limit) raised
 a server's peak by 0.8 GB per request, and six in parallel reached 5 GB.  Now a decode
 costs at most 4 bytes a pixel plus a small image, and at most two decodes run at once
-(``images.MAX_CONCURRENT_DECODES``).  Peaks are measured in a fresh process.
+(``max_concurrent_decodes``, default 2).  Peaks are measured in a fresh process.
 """
 import struct
 import subprocess
@@ -81,7 +81,7 @@ def test_one_large_pixel_upload_costs_about_one_canvas(upload):
 
 def test_six_in_parallel_cost_what_two_do(upload):
     grew, _ = peak_mb(upload, 6)
-    assert grew < images.MAX_CONCURRENT_DECODES * CANVAS_MB + 200, f"peak grew {grew:.0f} MB"  # was 5 GB
+    assert grew < images.DEFAULT_CONCURRENT_DECODES * CANVAS_MB + 200, f"peak grew {grew:.0f} MB"  # was 5 GB
 
 
 def test_jpeg_is_decoded_at_a_reduced_scale(tmp_path):

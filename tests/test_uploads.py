@@ -145,6 +145,78 @@ def test_a_missing_or_overlong_boundary():
     refused(form(part("q", b"x")), 400, "boundary", ctype="multipart/form-data; boundary=" + "x" * 200)
 
 
+# ---------------------------------------------------------------- the limits are configuration
+def _datasette(db, **uploads_config):
+    from datasette.app import Datasette
+
+    settings = {k: v for k, v in uploads_config.items() if k in ("max_upload_bytes", "max_image_pixels", "max_concurrent_decodes")}
+    section = {k: v for k, v in uploads_config.items() if k not in settings}
+    return Datasette([str(db)], metadata={"plugins": {"datasette-embeddings": {**settings, "uploads": section}}})
+
+
+def _post(ds, body: bytes, ctype: str = CTYPE):
+    return asyncio.run(ds.client.post("/loaded/-/search.json", content=body, headers={"Content-Type": ctype}))
+
+
+@pytest.mark.parametrize(
+    "setting,body,status,words",
+    [
+        ({"max_parts": 2}, form(part("q", b"x"), part("k", b"3"), part("mode", b"vector")), 400, "uploads: max_parts"),
+        ({"max_field_bytes": 10}, form(part("q", b"x" * 11)), 413, "uploads: max_field_bytes"),
+        ({"max_header_bytes": 60}, form(part("q", b"x", extra="; x=" + "y" * 60)), 431, "uploads: max_header_bytes"),
+        ({"max_headers_per_part": 1}, form(part("q", b"x", ctype="text/plain")), 431, "uploads: max_headers_per_part"),
+        ({"max_overhead_bytes": 100, "max_upload_bytes": 100}, form(part("q", b"x" * 150)), 413, "uploads: max_overhead_bytes"),
+        ({"max_upload_bytes": 50}, form(part("image", png(), filename="a.png", ctype="image/png")), 413, "datasette-embeddings: max_upload_bytes"),
+    ],
+)
+def test_a_lowered_limit_refuses_naming_it(loaded_db, setting, body, status, words):
+    response = _post(_datasette(loaded_db, **setting), body)
+    assert response.status_code == status, response.text[:300]
+    assert words in response.json()["error"]
+    # the same body passes the parser under the default limits (it may fail later, for other reasons)
+    default = _post(_datasette(loaded_db), body)
+    assert words not in default.text and default.status_code not in (413, 431)
+
+
+@pytest.mark.parametrize(
+    "setting,words",
+    [
+        ({"uploads": {"max_parts": 0}}, "uploads: max_parts must be >= 1"),
+        ({"uploads": {"max_header_bytes": "1k"}}, "uploads: max_header_bytes must be a number"),
+        ({"uploads": {"max_field_bytes": 1.5}}, "uploads: max_field_bytes must be a whole number"),
+        ({"uploads": {"max_partz": 3}}, "uploads: unknown setting 'max_partz'"),
+        ({"uploads": 16}, "uploads must be a mapping"),
+        ({"max_concurrent_decodes": 0}, "max_concurrent_decodes must be from 1 to 64"),
+    ],
+)
+def test_an_invalid_limit_stops_startup_naming_the_key(loaded_db, setting, words):
+    from datasette.app import Datasette
+    from datasette_embeddings.errors import ConfigError
+
+    ds = Datasette([str(loaded_db)], metadata={"plugins": {"datasette-embeddings": setting}})
+    with pytest.raises(ConfigError, match=words):
+        asyncio.run(ds.invoke_startup())
+
+
+def test_max_concurrent_decodes_holds_decodes_back():
+    """With one slot taken, a decode under ``max_concurrent_decodes: 1`` waits; with two it does not."""
+    from datasette_embeddings.embedding import images
+
+    slots = images.decode_slots(1)
+    assert slots is images.decode_slots(1) and slots is not images.decode_slots(2)
+    slots.acquire()
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (images.load_image(png(), max_concurrent_decodes=1), done.set()))
+    try:
+        worker.start()
+        images.load_image(png(), max_concurrent_decodes=2)  # another limit, another semaphore: not held back
+        assert not done.wait(0.5), "the decode did not wait for the taken slot"
+    finally:
+        slots.release()
+    worker.join(30)
+    assert done.is_set()
+
+
 # ---------------------------------------------------------------- a real server
 http_load = load_benchmark("http_load")
 

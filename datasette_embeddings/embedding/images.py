@@ -17,11 +17,12 @@ request and six in parallel 5 GB.  So, with ``max_side`` (what models are given)
   the default 40 MP limit) and shrunk to ``max_side`` *before* any conversion, a
   strip of rows at a time (:func:`_shrink`): Pillow's own resize of an RGBA image
   first copies the whole canvas to premultiplied alpha, which doubled the cost;
-* at most :data:`MAX_CONCURRENT_DECODES` decodes run at once in the process (the
-  others wait their turn), and freed decode memory is handed back to the system.
+* at most ``max_concurrent_decodes`` decodes (configuration, default 2) run at once
+  in the process (the others wait their turn), and freed decode memory is handed
+  back to the system.
 
 Per upload that bounds the memory to ``4 x max_image_pixels`` bytes plus a
-``max_side`` image; per process to :data:`MAX_CONCURRENT_DECODES` times that.
+``max_side`` image; per process to ``max_concurrent_decodes`` times that.
 """
 from __future__ import annotations
 
@@ -38,12 +39,23 @@ DEFAULT_MAX_IMAGE_BYTES = 10_000_000
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
 
-#: decodes running at once in the process; more uploads wait instead of each holding a canvas
-MAX_CONCURRENT_DECODES = 2
+#: decodes running at once in the process unless the caller says otherwise (the configuration's
+#: ``max_concurrent_decodes``); more uploads wait instead of each holding a canvas
+DEFAULT_CONCURRENT_DECODES = 2
 #: a decode larger than this (bytes) is followed by ``malloc_trim``: glibc otherwise keeps the freed canvas
 TRIM_AFTER_BYTES = 32 * 1024 * 1024
 
-_decodes = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
+_slots: dict[int, threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
+
+def decode_slots(limit: int) -> threading.BoundedSemaphore:
+    """The process's semaphore for ``limit`` decodes at once (one per limit, shared by every caller)."""
+    with _slots_lock:
+        slots = _slots.get(limit)
+        if slots is None:
+            slots = _slots[limit] = threading.BoundedSemaphore(limit)
+        return slots
 
 
 def _libc_trim():
@@ -68,13 +80,15 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     name: str = "image",
     max_side: int | None = None,
+    max_concurrent_decodes: int = DEFAULT_CONCURRENT_DECODES,
 ) -> Image.Image:
     """Decode ``data`` into an RGB image with its EXIF orientation applied.
 
     ``name`` (a file name, or "image") is put in front of every error message so a
     batch run can say which file was bad.  With ``max_side`` the result is at most
     that many pixels on its long side, decoded at a reduced scale where the format
-    allows (see the module docstring for the memory this bounds).
+    allows (see the module docstring for the memory this bounds).  At most
+    ``max_concurrent_decodes`` calls decode at once; others wait for a slot.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ImageError(f"{name} must be image bytes, got {type(data).__name__}")
@@ -101,7 +115,7 @@ def load_image(
         )
     canvas = width * height * max(len(image.getbands()), 1)
     try:
-        with _decodes:
+        with decode_slots(max_concurrent_decodes):
             if max_side is not None and image.format == "JPEG":
                 image.draft(image.mode, (2 * max_side, 2 * max_side))  # DCT scaling: never below 2 x max_side
             image.load()  # decode now: truncated data fails here, not inside a model

@@ -250,7 +250,7 @@ def prepare_image(data: bytes, config: EmbeddingConfig | None = None, *, name: s
     try:
         image = images.load_image(
             data, max_bytes=config.max_upload_bytes, max_pixels=config.max_image_pixels, name=name,
-            max_side=MODEL_IMAGE_SIDE,
+            max_side=MODEL_IMAGE_SIDE, max_concurrent_decodes=config.max_concurrent_decodes,
         )
     except images.ImageError as ex:
         raise EmbeddingError(str(ex)) from None

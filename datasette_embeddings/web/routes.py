@@ -23,7 +23,7 @@ from ..search.filters import MAX_K, NeighbourFilter
 from ..storage.store import stored_version
 from . import compare_page, evaluation_page, judging, links_page, map_page
 from ..storage.store import TORN_READ_MESSAGES, Store
-from . import gallery, overview, record_page, search_page as search
+from . import gallery, overview, record_page, search_page as search, uploads
 from .http_errors import MethodNotAllowed, Missing, ServiceUnavailable, to_http
 from .params import int_param
 from .static_files import static_url
@@ -283,7 +283,7 @@ async def search_view(datasette, request) -> dict:
     config = settings.embedding
     form = search.SearchForm()
     if request.method == "POST":
-        form = await search.read_form(request.receive, request.headers, config.max_upload_bytes)
+        form = await search.read_form(request.receive, request.headers, uploads.FormLimits.from_config(settings))
         if request.headers.get("content-type", "").lower().startswith("multipart/"):
             search.check_csrf(request.scope, request.headers, form)  # asgi-csrf skips these: see search.py
     # the query string also counts, so API clients can POST raw image bytes to ?model=...&k=...

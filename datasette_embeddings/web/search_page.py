@@ -33,8 +33,6 @@ from ..storage.store import ModelInfo
 from .gallery import FacetCounts, check_filter, neighbour_cards
 
 ACCEPTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
-#: room for the form fields and multipart headers around the image
-FORM_OVERHEAD_BYTES = 64 * 1024
 
 
 def llm_model_id(model: ModelInfo, config: EmbeddingConfig) -> str | None:
@@ -83,15 +81,10 @@ class SearchForm:
         return list(self.fields.get(name, []))
 
 
-def form_limits(image_limit: int) -> uploads.FormLimits:
-    """The body limits of a search request: the image limit plus the form's room."""
-    return uploads.FormLimits(max_upload_bytes=image_limit, max_overhead_bytes=FORM_OVERHEAD_BYTES)
-
-
-async def read_form(receive: Callable, headers: dict, image_limit: int) -> SearchForm:
-    """The search form of a POST: a raw image body or multipart/form-data; 4xx beyond any limit."""
+async def read_form(receive: Callable, headers: dict, limits: uploads.FormLimits) -> SearchForm:
+    """The search form of a POST: a raw image body or multipart/form-data; 4xx beyond any of ``limits``."""
     try:
-        body = await uploads.read_form(receive, headers, form_limits(image_limit))
+        body = await uploads.read_form(receive, headers, limits)
     except uploads.UploadError as ex:
         if ex.status == 413:
             raise TooLargeError(str(ex)) from None

@@ -10,9 +10,14 @@ passed, before anything is decoded or embedded:
 * parts: at most :attr:`FormLimits.max_parts` (400); a part's headers: at most
   :attr:`FormLimits.max_headers_per_part` lines of :attr:`FormLimits.max_header_bytes`
   each (431), which also bounds the parameters a header can carry;
-* nesting: a part that is itself ``multipart/*`` is refused (400), so depth is one;
+* nesting: a part that is itself ``multipart/*`` is refused (400), so depth is one
+  (fixed: the search form has no use for nested parts);
 * text fields: :attr:`FormLimits.max_field_bytes` each (413); the image part:
   the upload limit (413); at most one image.
+
+The limits are the instance's configuration (``uploads:`` and ``max_upload_bytes``
+in :mod:`config`), handed in as a :class:`FormLimits`; every refusal names the key
+that sets the limit it passed.
 
 Why not the ``email`` package, which parsed these forms before: it parses the whole
 body at once, on the event loop, with costs that grow faster than the body (a
@@ -31,6 +36,8 @@ from typing import Callable
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
+from ..config import DEFAULT_MAX_UPLOAD_BYTES, PLUGIN_NAME, PluginConfig, UploadSettings
+
 
 class UploadError(ValueError):
     """A request body refused; ``status`` is the 4xx to answer with."""
@@ -42,19 +49,32 @@ class UploadError(ValueError):
 
 @dataclass(frozen=True)
 class FormLimits:
-    """What one search request's body may hold (the defaults are documented in README)."""
+    """What one search request's body may hold: the configuration's ``uploads:`` and ``max_upload_bytes``."""
 
-    max_upload_bytes: int = 10 * 1024 * 1024
-    #: the form's other fields, part headers and boundaries on top of the image
-    max_overhead_bytes: int = 64 * 1024
-    max_parts: int = 16
-    max_headers_per_part: int = 4
-    max_header_bytes: int = 1024
-    max_field_bytes: int = 8 * 1024
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_overhead_bytes: int = UploadSettings.max_overhead_bytes
+    max_parts: int = UploadSettings.max_parts
+    max_headers_per_part: int = UploadSettings.max_headers_per_part
+    max_header_bytes: int = UploadSettings.max_header_bytes
+    max_field_bytes: int = UploadSettings.max_field_bytes
+
+    @classmethod
+    def from_config(cls, config: PluginConfig) -> "FormLimits":
+        u = config.uploads
+        return cls(
+            max_upload_bytes=config.embedding.max_upload_bytes, max_overhead_bytes=u.max_overhead_bytes,
+            max_parts=u.max_parts, max_headers_per_part=u.max_headers_per_part,
+            max_header_bytes=u.max_header_bytes, max_field_bytes=u.max_field_bytes,
+        )
 
     @property
     def max_body_bytes(self) -> int:
         return self.max_upload_bytes + self.max_overhead_bytes
+
+
+def _key(name: str) -> str:
+    """Where a limit is set, for the refusal's message."""
+    return f"plugins: {PLUGIN_NAME}: " + (name if name == "max_upload_bytes" else f"uploads: {name}")
 
 
 @dataclass
@@ -92,7 +112,10 @@ class _FormBuilder:
     def part_begin(self) -> None:
         self.parts += 1
         if self.parts > self.limits.max_parts:
-            raise UploadError(f"the form has more than {self.limits.max_parts} parts (send one image and the search fields)")
+            raise UploadError(
+                f"the form has more than {self.limits.max_parts} parts (send one image and the search fields; "
+                f"limit: {_key('max_parts')})"
+            )
         self.headers = []
         self._data = []
         self._size = 0
@@ -137,10 +160,12 @@ class _FormBuilder:
         if self._kind == "skip":
             return
         self._size += end - start
-        limit = self.limits.max_upload_bytes if self._kind == "image" else self.limits.max_field_bytes
+        image = self._kind == "image"
+        limit = self.limits.max_upload_bytes if image else self.limits.max_field_bytes
         if self._size > limit:
-            what = "the image" if self._kind == "image" else f"form field '{self._field_name[:40]}'"
-            raise UploadError(f"{what} is larger than {_size(limit)}", status=413)
+            what = "the image" if image else f"form field '{self._field_name[:40]}'"
+            key = _key("max_upload_bytes" if image else "max_field_bytes")
+            raise UploadError(f"{what} is larger than {_size(limit)} (limit: {key})", status=413)
         self._data.append(data[start:end])
 
     def part_end(self) -> None:
@@ -155,7 +180,18 @@ class _FormBuilder:
 
 
 def _size(n: int) -> str:
-    return f"{n // (1024 * 1024)} MB" if n >= 1024 * 1024 else f"{n // 1024} KB"
+    if n >= 1024 * 1024 and n % (1024 * 1024) == 0:
+        return f"{n // (1024 * 1024)} MB"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024} KB"
+    return f"{n:,} bytes"
+
+
+def _body_too_large(limits: FormLimits) -> str:
+    return (
+        f"upload too large: the limit is {_size(limits.max_upload_bytes)} for the image plus "
+        f"{_size(limits.max_overhead_bytes)} for the form ({_key('max_upload_bytes')}, {_key('max_overhead_bytes')})"
+    )
 
 
 def media_type(content_type: str) -> str:
@@ -180,12 +216,12 @@ async def read_form(receive: Callable, headers: dict, limits: FormLimits = FormL
     declared = headers.get("content-length")
     body_limit = limits.max_body_bytes
     if declared is not None and declared.strip().isdigit() and int(declared) > body_limit:
-        raise UploadError(f"upload too large: the limit is {_size(limits.max_upload_bytes)}", status=413)
+        raise UploadError(_body_too_large(limits), status=413)
     if kind.startswith("image/"):
         body = await _read_all(receive, limits)
         return Form(image=body)
     if len(content_type) > limits.max_header_bytes:
-        raise UploadError("the Content-Type header is too long", status=431)
+        raise UploadError(f"the Content-Type header is longer than {_size(limits.max_header_bytes)} (limit: {_key('max_header_bytes')})", status=431)
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary or len(boundary) > 70:  # RFC 2046: 1 to 70 characters
@@ -205,7 +241,7 @@ async def read_form(receive: Callable, headers: dict, limits: FormLimits = FormL
         more = message.get("more_body", False)
         size += len(chunk)
         if size > body_limit:
-            raise UploadError(f"upload too large: the limit is {_size(limits.max_upload_bytes)}", status=413)
+            raise UploadError(_body_too_large(limits), status=413)
         if chunk:
             # parsing runs in a worker thread: however hostile a chunk is, the event loop keeps serving
             await asyncio.to_thread(_write, parser, chunk)
@@ -222,7 +258,10 @@ def _write(parser: MultipartParser, chunk: bytes) -> None:
     except MultipartParseError as ex:
         message = str(ex)
         if "header" in message.lower() and ("exceed" in message.lower() or "too" in message.lower()):
-            raise UploadError(f"a form part's headers are too large or too many ({message})", status=431) from None
+            raise UploadError(
+                f"a form part's headers are too large or too many ({message}; limits: {_key('max_header_bytes')}, "
+                f"{_key('max_headers_per_part')})", status=431,
+            ) from None
         raise UploadError(f"malformed multipart/form-data body ({message})") from None
 
 
@@ -237,7 +276,7 @@ async def _read_all(receive: Callable, limits: FormLimits) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limits.max_upload_bytes:
-            raise UploadError(f"upload too large: the limit is {_size(limits.max_upload_bytes)}", status=413)
+            raise UploadError(f"upload too large: the limit is {_size(limits.max_upload_bytes)} ({_key('max_upload_bytes')})", status=413)
         chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks)
