@@ -148,6 +148,78 @@ def test_concurrent_builds_under_a_small_memory_budget_never_hang(tmp_path):
         proc.wait(timeout=30)
 
 
+class _RecordingLock:
+    """A build lock that notes which thread takes it (the lock itself is the real one)."""
+
+    def __init__(self, lock, takers: list):
+        self.lock, self.takers = lock, takers
+
+    def __enter__(self):
+        self.takers.append(threading.current_thread().name)
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self.lock.__exit__(*exc)
+
+
+def test_under_concurrent_load_no_request_thread_takes_a_build_lock(tmp_path, monkeypatch):
+    """The deadlock's precondition, checked directly instead of waiting for the garbage collector.
+
+    The hang needed a request thread to hold a build lock while another request thread,
+    inside ``embeddings_nearest`` with its connection's SQLite mutex held, waited for it.
+    The stress test above cannot make the collector free the wrong cursor at the wrong
+    moment (it passed on the old design in 3 of 3 runs); this one records every thread
+    that takes a build lock during the same mixed load (two models, a budget that holds
+    one, Datasette's own SQL threads, no startup build) and fails at once if any is not
+    the builder thread, as every request thread did before the fix.
+    """
+    from datasette.app import Datasette
+
+    db = tmp_path / "locks.db"
+    write_synthetic(tmp_path / "a.parquet", 3000, 128, provider="pa", model="model-a", seed=1)
+    write_synthetic(tmp_path / "b.parquet", 3000, 128, provider="pb", model="model-b", seed=2)
+    loader.load(str(db), [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")])
+    conn = connect(str(db))
+    tables = {m.label: m.vec_table for m in Store(conn).models()}
+    ids = {label: [r[0] for r in conn.execute("select id from records where model = ?", [label])] for label in tables}
+    conn.close()
+    fast_index.clear_cache()
+    takers: list[str] = []
+    real_build_lock = fast_index._cache.build_lock
+    monkeypatch.setattr(fast_index._cache, "build_lock", lambda key: _RecordingLock(real_build_lock(key), takers))
+    # one index is 3000 x (128 x 4 + 16) bytes = 1.6 MB: the budget holds one, not both
+    # no startup build: every build is asked for by a request
+    settings = {"max_memory_mb": 2, "build_at_startup": False}
+    ds = Datasette([str(db)], metadata={"plugins": {"datasette-embeddings": {"fast_index": settings}}})
+    statuses: list[int] = []
+
+    async def client(seed: int) -> None:
+        rng = random.Random(seed)
+        for i in range(40):
+            label = ("model-a", "model-b")[i % 2]
+            rid = rng.choice(ids[label])
+            if i % 4 < 2:
+                response = await ds.client.get(f"/locks/-/gallery/{rid}.json?k=10")
+            else:
+                sql = f"select embeddings_nearest('{label}', embedding, 5) as n from {tables[label]} where id = {rid}"
+                response = await ds.client.get("/locks.json?_shape=array&sql=" + sql.replace(" ", "+"))
+            statuses.append(response.status_code)
+            if i % 10 == 9:
+                await asyncio.sleep(0.05)  # let the builder thread run between bursts
+
+    async def run() -> None:
+        await asyncio.wait_for(asyncio.gather(*(client(s) for s in range(4))), 120)  # a hang fails here
+
+    try:
+        asyncio.run(run())
+        assert fast_index.wait_for_builds(60)
+    finally:
+        fast_index.clear_cache()
+    assert statuses and set(statuses) == {200}
+    assert takers.count(fast_index.BUILDER_THREAD_NAME) >= 2, takers  # both models built, one evicting the other
+    assert set(takers) == {fast_index.BUILDER_THREAD_NAME}, sorted(set(takers))
+
+
 # ---------------------------------------------------------------- readers during a load (item 6)
 def test_readers_during_a_load_never_see_an_error(tmp_path):
     db = tmp_path / "live.db"
