@@ -15,7 +15,7 @@ hookimpl = HookimplMarker("datasette")
 @hookimpl
 def startup(datasette):
     from . import config
-    from .embedding import runtime
+    from .embedding import resolver
     from .search import blas_threads, index_warmup
     from .storage import connection
 
@@ -23,12 +23,17 @@ def startup(datasette):
     connection.check_extension_loading()
     # parsed and checked once for this Datasette instance: a bad key stops it here, named
     settings = config.for_datasette(datasette)
-    # loads the query models in a thread; builds each model's in-memory index in another
-    runtime.load_models_in_background(settings.embedding)
+    # builds each model's in-memory index in a thread
     index_warmup.build_indexes_in_background(datasette, settings.fast_index)
     # requests side by side, one BLAS thread each (fast_index: blas_threads, default 1)
     if settings.fast_index.blas_threads > 0:
         blas_threads.limit(settings.fast_index.blas_threads)
+
+    async def load_models():
+        # imports llm's plugins now; loads the query models' weights in another thread (never in a request)
+        await resolver.load_served_models(datasette, settings.embedding)
+
+    return load_models
 
 
 @hookimpl

@@ -21,7 +21,8 @@ argument.  This module imports nothing of the package, so every layer may use it
         max_image_pixels: 40000000
         text_cache_size: 1024        # identical query texts are embedded once
         max_concurrent_decodes: 2    # image decodes at once in the process (each holds one canvas)
-        warm_models: true            # load the query models at startup
+        warm_models: true            # start loading the query models at startup (in the background)
+        wait_for_models: false       # true: startup waits until they are loaded
         fast_index:
           enabled: true
           build_at_startup: true
@@ -76,7 +77,11 @@ class EmbeddingConfig:
     text_cache_size: int = 1024
     #: image decodes running at once in the process (embedding/images.py); more wait their turn
     max_concurrent_decodes: int = 2
+    #: start loading every model a request may use at startup, in a background thread; false: a model
+    #: starts loading when a request first needs it.  Requests never load weights themselves.
     warm_models: bool = True
+    #: startup (and so the server's first answer) waits until those models are loaded or failed
+    wait_for_models: bool = False
 
 
 @dataclass(frozen=True)

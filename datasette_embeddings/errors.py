@@ -32,6 +32,30 @@ class EmbeddingError(EmbeddingsError):
     """Embedding was refused or failed (unknown model, a text to an image model, a bad image)."""
 
 
+class ModelNotReadyError(EmbeddingError):
+    """A query model's weights are not loaded; requests never load them, a background thread does.
+
+    ``model`` is the name the request used.  Which of the two subclasses says whether
+    waiting helps.
+    """
+
+    def __init__(self, message: str, *, model: str):
+        super().__init__(message)
+        self.model = model
+
+
+class ModelLoadingError(ModelNotReadyError):
+    """The model is still loading in the background: asking again in ``retry_after`` seconds may succeed."""
+
+    def __init__(self, message: str, *, model: str, retry_after: int = 5):
+        super().__init__(message, model=model)
+        self.retry_after = retry_after
+
+
+class ModelLoadFailedError(ModelNotReadyError):
+    """Loading the model failed (the message carries the cause); it is not tried again until a restart."""
+
+
 class SimilarityError(InvalidRequestError):
     """A similarity request that cannot be answered (bad k, a vector of the wrong length)."""
 

@@ -18,6 +18,7 @@ class FakeCountingModel(llm.EmbeddingModel):
 
     supports_text = True
     supports_binary = False
+    loads_weights = False  # a fake: no weights, so requests need not wait for a background load
 
     def __init__(self, model_id: str = "fake-counting-model", *, text: bool = True, binary: bool = False):
         self.model_id = model_id

@@ -50,6 +50,7 @@ class FakeWordsEmbedding(llm.EmbeddingModel):
     model_id = FAKE_TEXT_MODEL
     supports_text = True
     supports_binary = False
+    loads_weights = False  # a fake: no weights, so requests need not wait for a background load
 
     def embed_batch(self, items, *, key=None):
         for item in items:

@@ -243,12 +243,34 @@ def wait_until_serving(proc, base: str, timeout: float = 90, log=None) -> None:
     while True:
         try:
             urllib.request.urlopen(f"{base}/-/versions.json", timeout=2)
-            return
+            break
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 output = open(log, "rb").read() if log is not None else proc.stdout.read()
                 raise RuntimeError("datasette did not start: " + output.decode(errors="replace")[-2000:])
             time.sleep(0.3)
+    wait_until_models_loaded(base, deadline - time.time())
+
+
+def wait_until_models_loaded(base: str, timeout: float = 90) -> None:
+    """Block until the server's query models are loaded or failed (``model_loads`` in ``/-/embeddings.json``).
+
+    Requests never load a model: until its background load ends they answer 503, which
+    a test that means to search is not about.
+    """
+    import json
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        with urllib.request.urlopen(f"{base}/-/embeddings.json", timeout=10) as response:
+            loads = json.load(response).get("model_loads", {})
+        if not any(m["state"] in ("queued", "loading") for m in loads.values()):
+            return
+        if time.time() > deadline:
+            raise RuntimeError(f"the server's models did not load in time: {loads}")
+        time.sleep(0.3)
 
 
 @contextlib.contextmanager

@@ -51,6 +51,9 @@ def test_llm_clip_text_and_image_vectors_have_the_same_length(clip_staged, data_
 def test_embed_image_in_sql_feeds_a_vec0_knn(clip_db, data_dir):
     conn = connect(str(clip_db))
     sql_functions.register_functions(conn, PluginConfig(embedding=EmbeddingConfig(models={"clip-ViT-B-32": "clip"})))
+    # as a server does at startup: SQL functions never load weights, the loader thread does
+    models.load_in_background(["clip"])
+    assert models.wait_for_loads(["clip"], timeout=300)
     (table, dims) = conn.execute("select vec_table, dimensions from models where label = 'clip-ViT-B-32'").fetchone()
     assert dims == tiny_clip.PROJECTION_DIM
     query = (data_dir / "images" / "DP259541.jpg").read_bytes()

@@ -1,3 +1,4 @@
+import asyncio
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -161,17 +162,29 @@ def test_a_failing_model_is_an_embedding_error():
 
 # ---------------------------------------------------------------- warm-up
 
-def test_warm_loads_configured_models_in_the_background(fake):
-    config = PluginConfig.from_dict({"models": {"label-a": "fake-counting-model"}})
-    thread = models.load_models_in_background(config.embedding)
-    thread.join(10)
-    assert fake.batches == [["warm-up"]]
-    assert models.warm(["no-such-model"])["no-such-model"].startswith("unknown embedding model")
+def test_configured_models_load_in_the_background(fake):
+    """The loader thread calls each model once; an unknown one fails with the runtime's message."""
+    class Weighty(FakeCountingModel):
+        loads_weights = True
+
+    weighty = Weighty("fake-weighty-model")
+    with registered(weighty):
+        models.reset()
+        assert models.load_in_background(["fake-weighty-model", "no-such-model", "fake-counting-model"]) == [
+            "fake-weighty-model", "no-such-model"]  # the counting fake has no weights: nothing to load
+        assert models.wait_for_loads(timeout=10)
+        states = models.load_states()
+        assert weighty.batches == [["warm-up"]] and states["fake-weighty-model"] == {"state": "ready"}
+        assert states["no-such-model"]["state"] == "failed"
+        assert states["no-such-model"]["error"].startswith("unknown embedding model")
+    models.reset()
 
 
-def test_nothing_is_warmed_when_query_embedding_is_off(fake):
+def test_nothing_is_loaded_when_query_embedding_is_off(fake, tmp_path):
+    from datasette_embeddings.embedding import resolver
+
     config = PluginConfig.from_dict({"models": {"a": "fake-counting-model"}, "query_embedding": False})
-    assert models.load_models_in_background(config.embedding) is None
+    assert asyncio.run(resolver.load_served_models(Datasette(memory=True), config.embedding)) == []
     assert fake.calls == 0
 
 
@@ -203,13 +216,18 @@ def test_minilm_ranks_a_seascape_above_a_vase_of_flowers(data_dir):
 
 
 @pytest.mark.asyncio
-async def test_datasette_startup_hook_warms_configured_models(fake):
-    ds = Datasette(memory=True, metadata={"plugins": {"datasette-embeddings": {"models": {"label-b": "fake-counting-model"}}}})
-    await ds.invoke_startup()
-    for thread in threading.enumerate():
-        if thread.name == "datasette-embeddings-warm":
-            thread.join(30)
-    assert ["warm-up"] in fake.batches
+async def test_datasette_startup_hook_loads_configured_models():
+    class Weighty(FakeCountingModel):
+        loads_weights = True
+
+    weighty = Weighty("fake-weighty-model")
+    with registered(weighty):
+        models.reset()
+        ds = Datasette(memory=True, metadata={"plugins": {"datasette-embeddings": {"models": {"label-b": "fake-weighty-model"}}}})
+        await ds.invoke_startup()
+        assert models.wait_for_loads(["fake-weighty-model"], timeout=30)
+        assert ["warm-up"] in weighty.batches
+    models.reset()
 
 
 def test_embedding_takes_the_instance_config(fake):

@@ -242,6 +242,9 @@ def test_embed_text_and_embed_image_in_sql_feed_a_vec0_knn(published_db):
     conn = connect(str(published_db))
     sql_functions.register_functions(conn, PluginConfig())
     table = vec_table(published_db, tiny_models.NAFLEX)
+    # as a server does at startup: SQL functions never load weights, the loader thread does
+    runtime.load_in_background([tiny_models.NAFLEX])
+    assert runtime.wait_for_loads([tiny_models.NAFLEX], timeout=300)
     rows = conn.execute(
         f"select r.depiction_id, v.distance from {table} v join records r on r.id = v.id "
         f"where v.embedding match embed_image('{tiny_models.NAFLEX}', ?) and k = 3 order by v.distance",

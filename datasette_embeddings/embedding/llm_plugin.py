@@ -45,6 +45,8 @@ class ColourLayoutModel(llm.EmbeddingModel):
     supports_binary = True
     supports_text = False
     batch_size = 64
+    #: nothing to load before it answers, so requests need not wait for a background load (runtime.require_loaded)
+    loads_weights = False
 
     def embed_batch(self, items: Iterable[bytes], *, key: str | None = None) -> Iterator[list[float]]:
         from . import images

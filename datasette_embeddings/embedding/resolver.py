@@ -13,6 +13,9 @@ spent the operator's paid API key on a model the database does not hold.  The ru
 """
 from __future__ import annotations
 
+import asyncio
+from typing import Iterable
+
 from ..config import PLUGIN_NAME, EmbeddingConfig
 from ..errors import EmbeddingError
 from . import runtime
@@ -48,3 +51,42 @@ def require_query_model(config: EmbeddingConfig, name: str, *, stored: bool, sto
     # the runtime's message lists the installed models
     runtime.get_model(name)
     raise EmbeddingError(f"unknown embedding model '{name}'")  # pragma: no cover - get_model raised
+
+
+# ---------------------------------------------------------------- the models a server may use
+
+def served_model_ids(config: EmbeddingConfig, stored: Iterable[tuple[str, str | None]]) -> list[str]:
+    """The llm models requests may use: the configured ones, then what each stored ``(label, llm id)`` resolves to."""
+    ids = list(config.models.values())
+    for label, llm_id in stored:
+        model_id = query_model_id(config, label, stored=True, stored_llm_id=llm_id)
+        if model_id is not None:
+            ids.append(model_id)
+    return list(dict.fromkeys(ids))
+
+
+async def load_served_models(datasette, config: EmbeddingConfig) -> list[str]:
+    """At startup: start loading every model a request may use, in the background; the llm ids started.
+
+    llm's plugins are imported first, before the server listens (see
+    :func:`runtime.import_plugins`).  With ``warm_models: false`` nothing loads now and a
+    model starts loading when a request first needs it (that request is told to come
+    back).  With ``wait_for_models: true`` startup returns once every load ended.
+    """
+    from ..storage.store import Store
+
+    if not config.query_embedding or not runtime.import_plugins() or not config.warm_models:
+        return []
+    stored: list[tuple[str, str | None]] = []
+    for name, db in datasette.databases.items():
+        if name == "_internal":
+            continue
+        try:
+            models = await db.execute_fn(lambda conn: Store(conn).models())
+        except Exception:  # not a datasette-embeddings database (no models table), or unreadable
+            continue
+        stored += [(m.label, m.llm_model_id) for m in models]
+    ids = runtime.load_in_background(served_model_ids(config, stored))
+    if config.wait_for_models:
+        await asyncio.to_thread(runtime.wait_for_loads, ids)
+    return ids

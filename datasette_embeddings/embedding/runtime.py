@@ -29,7 +29,7 @@ import llm
 import numpy as np
 
 from ..config import PLUGIN_NAME, EmbeddingConfig
-from ..errors import EmbeddingError
+from ..errors import EmbeddingError, ModelLoadFailedError, ModelLoadingError
 from . import colour_layout, images
 
 BUILTIN_IMAGE_MODEL = colour_layout.MODEL_ID
@@ -122,8 +122,9 @@ def refresh() -> None:
 
 
 def reset() -> None:
-    """Forget every model object and cached vector (tests; after installing a plugin)."""
+    """Forget every model object, its load state and cached vector (tests; after installing a plugin)."""
     _registry.reset()
+    _loader.reset()
     _text_cache.clear()
 
 
@@ -218,7 +219,8 @@ def embed_text(model_id: str, text: str, *, config=None) -> np.ndarray:
     """One text's vector; with ``config`` (query time) its switch and limits apply.
 
     ``config`` is the instance's :class:`EmbeddingConfig`; None means an
-    offline caller with no query limits.  Identical texts for the same model come from
+    offline caller with no query limits, which loads the model's weights itself if
+    needed (the CLI); with it the model must already be loaded (:func:`require_loaded`).  Identical texts for the same model come from
     an LRU cache: search pages and repeated SQL queries ask for the same phrase over and over.
     """
     if config is not None:
@@ -228,6 +230,8 @@ def embed_text(model_id: str, text: str, *, config=None) -> np.ndarray:
     cached = _text_cache.get(key)
     if cached is not None:
         return cached
+    if config is not None:
+        require_loaded(model_id)  # query time: never load weights here
     vector = _run(model_id, [text])[0]
     vector.flags.writeable = False
     _text_cache.put(key, vector, (config or EmbeddingConfig()).text_cache_size)
@@ -271,6 +275,8 @@ def embed_image(model_id: str, data: bytes, *, config=None) -> np.ndarray:
     if config is not None:
         require_enabled(config)
     _check_images_supported(model_id)
+    if config is not None:
+        require_loaded(model_id)  # query time: never load weights here, and answer before decoding
     return _run(model_id, [prepare_image(data, config)])[0]
 
 
@@ -280,33 +286,178 @@ def embed_images(model_id: str, items: Sequence[bytes]) -> list[np.ndarray]:
     return _run(model_id, list(items)) if items else []
 
 
-# ---------------------------------------------------------------- warm-up
+# ---------------------------------------------------------------- loading weights, never in a request
 
 _WARM_IMAGE_SIZE = 32
+#: what a request is told to wait (``Retry-After``) while its model loads
+RETRY_AFTER_SECONDS = 5
+LOADER_THREAD_NAME = "datasette-embeddings-model-loader"
 
 
-def warm(model_ids: Iterable[str]) -> dict[str, str | None]:
-    """Load each model's weights now, so the first visitor does not wait; returns errors by id."""
+def needs_loading(model: llm.EmbeddingModel) -> bool:
+    """Whether a model has weights to load before it answers; a model without says ``loads_weights = False``."""
+    return getattr(model, "loads_weights", True) is not False
+
+
+def _load(model_id: str) -> str | None:
+    """Load one model's weights by embedding a throwaway input; the error (its cause), or None."""
     from PIL import Image
 
-    blank = io.BytesIO()
-    Image.new("RGB", (_WARM_IMAGE_SIZE, _WARM_IMAGE_SIZE), (128, 128, 128)).save(blank, format="PNG")
-    results: dict[str, str | None] = {}
-    for model_id in dict.fromkeys(model_ids):
-        try:
-            if supports_text(model_id):
-                _run(model_id, ["warm-up"])
-            elif supports_images(model_id):
-                _run(model_id, [blank.getvalue()])
-            results[model_id] = None
-        except Exception as ex:  # a broken model must not stop Datasette from starting
-            log.warning("datasette-embeddings: could not warm model %s: %s", model_id, ex)
-            results[model_id] = str(ex)
-    return results
+    try:
+        if supports_text(model_id):
+            _run(model_id, ["warm-up"])
+        elif supports_images(model_id):
+            blank = io.BytesIO()
+            Image.new("RGB", (_WARM_IMAGE_SIZE, _WARM_IMAGE_SIZE), (128, 128, 128)).save(blank, format="PNG")
+            _run(model_id, [blank.getvalue()])
+        return None
+    except Exception as ex:  # a broken model must not stop Datasette from starting
+        log.warning("datasette-embeddings: could not load model %s: %s", model_id, ex)
+        return str(ex) or type(ex).__name__
 
 
-def load_models_in_background(config: EmbeddingConfig) -> threading.Thread | None:
-    """Load llm's plugins now, then start a daemon thread that loads the configured models.
+class _Loader:
+    """Loads query models' weights in one background thread, one model at a time.
+
+    A request never loads weights: loading a local model takes seconds to minutes
+    (a download, torch moving gigabytes) and, done inside a request, it held a SQL
+    thread past the time limit and every other request for that model behind its
+    lock.  So the server's models load here, started at startup
+    (:func:`load_in_background`), and a request asks :func:`require_loaded`, which
+    only reads the state: ``queued`` or ``loading`` is a quick "try again" (and a
+    model nobody asked for yet is queued by that first request), ``failed`` is an
+    error carrying the cause, not retried until a restart (a load that failed
+    once, a missing download or a broken package, fails again).  The state is the
+    process's, like the model objects it describes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self.states: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+        self._queue: list[str] = []
+        self._thread: threading.Thread | None = None
+        self._generation = 0
+        self.stopping = False
+
+    def request(self, model_ids: Iterable[str]) -> None:
+        """Queue the models not asked for yet; start the thread when it is not running."""
+        with self._lock:
+            for model_id in model_ids:
+                if model_id not in self.states:
+                    self.states[model_id] = "queued"
+                    self._queue.append(model_id)
+            if self._queue and not self.stopping and (self._thread is None or not self._thread.is_alive()):
+                thread = threading.Thread(target=self._run, args=(self._generation,), name=LOADER_THREAD_NAME, daemon=True)
+                self._thread = thread
+                thread.start()
+                join_at_exit(thread)
+
+    def _run(self, generation: int) -> None:
+        while True:
+            with self._lock:
+                if self.stopping or generation != self._generation or not self._queue:
+                    if self._thread is threading.current_thread():
+                        self._thread = None
+                    self._changed.notify_all()
+                    return
+                model_id = self._queue.pop(0)
+                self.states[model_id] = "loading"
+            error = _load(model_id)
+            with self._lock:
+                if generation == self._generation:  # not forgotten meanwhile (reset)
+                    self.states[model_id] = "failed" if error else "ready"
+                    if error:
+                        self.errors[model_id] = error
+                self._changed.notify_all()
+
+    def state(self, model_id: str) -> tuple[str | None, str | None]:
+        with self._lock:
+            return self.states.get(model_id), self.errors.get(model_id)
+
+    def snapshot(self) -> dict[str, dict]:
+        with self._lock:
+            return {m: {"state": s, **({"error": self.errors[m]} if m in self.errors else {})} for m, s in self.states.items()}
+
+    def wait(self, model_ids: Iterable[str] | None = None, timeout: float | None = None) -> bool:
+        """Until the models (default: all asked for) are loaded or failed; False on timeout."""
+        wanted = None if model_ids is None else list(model_ids)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                ids = self.states if wanted is None else wanted
+                if not any(self.states.get(m) in ("queued", "loading") for m in ids):
+                    return True
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self.states.clear()
+            self.errors.clear()
+            self._queue.clear()
+            self._thread = None
+            self._changed.notify_all()
+
+    def stop(self) -> None:
+        """At exit: load nothing more after the current model."""
+        with self._lock:
+            self.stopping = True
+            self._queue.clear()
+
+
+_loader = _Loader()
+
+
+def require_loaded(name: str) -> None:
+    """Return at once when the model behind ``name`` can embed now; else a quick error naming it.
+
+    :class:`ModelLoadingError` while it loads (a model not asked for yet is queued by this
+    call), :class:`ModelLoadFailedError` with the cause when its load failed.  Never loads.
+    """
+    model = get_model(name)
+    if not needs_loading(model):
+        return
+    state, error = _loader.state(model.model_id)
+    if state == "ready":
+        return
+    shown = name if name == model.model_id else f"{name}' (llm model '{model.model_id}"
+    if state == "failed":
+        raise ModelLoadFailedError(
+            f"model '{shown}' could not be loaded on this server: {error}. It is not tried again until the "
+            "server restarts", model=name,
+        )
+    _loader.request([model.model_id])
+    raise ModelLoadingError(
+        f"model '{shown}' is still loading in the background (weights are never loaded inside a request); "
+        f"try again in a few seconds", model=name, retry_after=RETRY_AFTER_SECONDS,
+    )
+
+
+def load_states() -> dict[str, dict]:
+    """``{llm model id: {"state": queued | loading | ready | failed, "error"?}}`` for the models asked for."""
+    return _loader.snapshot()
+
+
+def wait_for_loads(model_ids: Iterable[str] | None = None, timeout: float | None = None) -> bool:
+    """Block until the models (default: every one asked for) are loaded or failed; False on timeout."""
+    ids = None if model_ids is None else [_canonical(m) for m in model_ids]
+    return _loader.wait(ids, timeout)
+
+
+def _canonical(name: str) -> str:
+    try:
+        return get_model(name).model_id
+    except EmbeddingError:
+        return name
+
+
+def import_plugins() -> bool:
+    """Import llm's plugins now (before Datasette serves); False when llm's registry cannot be read.
 
     Loading llm's plugins can take seconds (llm-clip imports torch), and importing
     a large extension module holds the GIL throughout: done in a background thread
@@ -314,22 +465,24 @@ def load_models_in_background(config: EmbeddingConfig) -> threading.Thread | Non
     (benchmarks/http_load.py).  So the plugins are imported before Datasette
     serves, and only the models' weights load in the background.
     """
-    if not config.query_embedding:
-        return None
-    ids = list(dict.fromkeys(config.models.values())) if config.warm_models else []
     try:
         refresh()
+        return True
     except Exception as ex:  # pragma: no cover - a broken llm plugin
         log.warning("datasette-embeddings: could not read llm's embedding models: %s", ex)
-        return None
+        return False
 
-    def run() -> None:
-        warm(ids)
 
-    thread = threading.Thread(target=run, name="datasette-embeddings-warm", daemon=True)
-    thread.start()
-    join_at_exit(thread)
-    return thread
+def load_in_background(model_ids: Iterable[str]) -> list[str]:
+    """Start loading these models' weights in the loader thread (one at a time); the llm ids queued.
+
+    Unknown names are queued too: their load fails at once, with the runtime's message
+    listing the installed models, and requests for them say so.
+    """
+    ids = [_canonical(m) for m in dict.fromkeys(model_ids)]
+    ids = [m for m in ids if not (is_known(m) and not needs_loading(get_model(m)))]
+    _loader.request(ids)
+    return ids
 
 
 # ---------------------------------------------------------------- shutdown
@@ -345,7 +498,7 @@ def join_at_exit(thread: threading.Thread) -> None:
 
     A daemon thread still inside torch when Python finalises aborts the process
     ("terminate called without an active exception", exit code 134): ``datasette
-    ... --get`` answers its one request while the warm-up is loading or running a
+    ... --get`` answers its one request while the loader thread is loading or running a
     model, then exits.  The thread stays a daemon (a slow download cannot hold a
     server's Ctrl-C hostage for longer than :data:`EXIT_JOIN_SECONDS`), but exit
     waits for it; its work is one model call, so it ends soon.
@@ -357,6 +510,7 @@ def join_at_exit(thread: threading.Thread) -> None:
 
 
 def _join_exit_threads() -> None:
+    _loader.stop()
     deadline = time.monotonic() + EXIT_JOIN_SECONDS
     for thread in list(_exit_threads):
         thread.join(max(0.0, deadline - time.monotonic()))

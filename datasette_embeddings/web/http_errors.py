@@ -14,7 +14,9 @@ import re
 from datasette.utils import add_cors_headers
 from datasette.utils.asgi import Base400, BadRequest, Response
 
-from ..errors import EmbeddingsError, NotFoundError, TooLargeError, UnsupportedMediaError
+from ..errors import (
+    EmbeddingsError, ModelLoadingError, ModelNotReadyError, NotFoundError, TooLargeError, UnsupportedMediaError,
+)
 
 
 class Missing(Base400):
@@ -41,9 +43,14 @@ class UnsupportedMediaType(Base400):
 
 
 class ServiceUnavailable(Base400):
-    """503: the database was rewritten under the request (see storage.store.TORN_READ_MESSAGES)."""
+    """503: the database was rewritten under the request (see storage.store.TORN_READ_MESSAGES), or a
+    query model is not loaded (still loading: with ``Retry-After``; failed: without)."""
 
     status = 503
+
+    def __init__(self, message: str, *, retry_after: int | None = None):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
 
 
 class HeaderFieldsTooLarge(Base400):
@@ -61,6 +68,10 @@ def to_http(error: EmbeddingsError) -> Base400:
         return PayloadTooLarge(message)
     if isinstance(error, UnsupportedMediaError):
         return UnsupportedMediaType(message)
+    if isinstance(error, ModelLoadingError):
+        return ServiceUnavailable(message, retry_after=error.retry_after)
+    if isinstance(error, ModelNotReadyError):
+        return ServiceUnavailable(message)
     return BadRequest(message)
 
 
@@ -79,7 +90,7 @@ async def render(datasette, request, exception: Base400) -> Response:
     """The error response of one of our pages: JSON for ``.json`` paths, else a page with ways back."""
     status = exception.status
     message = str(exception.args[0]) if exception.args else "error"
-    headers: dict = {}
+    headers: dict = dict(getattr(exception, "headers", None) or {})
     if datasette.cors:
         add_cors_headers(headers)
     if request.path.split("?")[0].endswith((".json", ".csv")):

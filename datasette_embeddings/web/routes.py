@@ -16,7 +16,7 @@ from datasette.utils.asgi import Response
 
 from .. import config as plugin_config
 from ..config import LinksSettings
-from ..embedding import resolver
+from ..embedding import resolver, runtime
 from ..errors import EmbeddingsError, InvalidRequestError, NotFoundError, TooLargeError
 from ..search import agreement, distribution, evaluation, keywords
 from ..search.filters import MAX_K, NeighbourFilter
@@ -362,7 +362,8 @@ async def overview_view(datasette, request) -> dict:
                 model["clusters_url"] = _url(base + "/-/clusters", [("model", model["label"])])
         info["compare_url"] = datasette.urls.path("/-/embeddings/compare")
         databases.append({"name": name, "gallery_url": base + "/-/gallery", "search_url": base + "/-/search", **info})
-    return {"databases": databases}
+    # which query models are loaded, loading or failed (a request for one not loaded answers 503)
+    return {"databases": databases, "model_loads": runtime.load_states()}
 
 
 # ---------------------------------------------------------------- links

@@ -21,7 +21,9 @@ from datasette.utils.asgi import Forbidden
 
 from ..config import EmbeddingConfig, IndexSettings
 from ..embedding import resolver, runtime
-from ..errors import EmbeddingError, InvalidRequestError, NotFoundError, TooLargeError, UnsupportedMediaError
+from ..errors import (
+    EmbeddingError, InvalidRequestError, ModelNotReadyError, NotFoundError, TooLargeError, UnsupportedMediaError,
+)
 
 from . import uploads
 from .http_errors import HeaderFieldsTooLarge
@@ -187,6 +189,8 @@ def query_vector(model: ModelInfo, config: EmbeddingConfig, *, text: str | None,
         if image is not None:
             return np.asarray(runtime.embed_image(model_id, image, config=config), dtype="<f4")
         return np.asarray(runtime.embed_text(model_id, text or "", config=config), dtype="<f4")
+    except ModelNotReadyError:
+        raise  # 503: loading (come back) or failed to load (the cause); http_errors maps it
     except EmbeddingError as ex:
         raise InvalidRequestError(f"could not embed the query with '{model.label}': {ex}") from None
 
