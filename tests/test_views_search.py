@@ -48,6 +48,23 @@ def test_image_upload_with_csrf_token_finds_the_same_image(ds):
     assert "The Night Watch" in first_two
 
 
+def test_the_upload_is_shown_back_as_a_small_thumbnail(ds):
+    """The HTML page shows the upload re-encoded, at most 240 pixels, decoded by the bounded decoder."""
+    import base64
+
+    from datasette_embeddings.config import EmbeddingConfig
+    from datasette_embeddings.web.search_page import thumbnail_data_url
+
+    r = upload(ds, (IMAGES / "SK-C-5.jpg").read_bytes(), {"k": "2"})
+    assert r.status_code == 200 and "data:image/jpeg;base64," in r.text
+    big = io.BytesIO()
+    Image.new("RGBA", (3000, 1500), (10, 20, 30, 0)).save(big, format="PNG")
+    url = thumbnail_data_url(big.getvalue(), EmbeddingConfig())
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as thumb:
+        assert thumb.size == (240, 120) and min(thumb.getpixel((5, 5))) >= 250  # transparency on white
+    assert thumbnail_data_url(big.getvalue(), EmbeddingConfig(max_image_pixels=1000)) is None  # the pixel limit holds
+
+
 def test_image_upload_png_of_a_print_finds_the_prints(ds):
     buffer = io.BytesIO()
     with Image.open(IMAGES / "RP-P-1906-1486.jpg") as image:

@@ -328,7 +328,7 @@ async def search_view(datasette, request) -> dict:
                 )
             )
     if form.image is not None and not request.url_vars.get("format"):
-        data["query_image"] = await asyncio.to_thread(search.thumbnail_data_url, form.image)
+        data["query_image"] = await asyncio.to_thread(search.thumbnail_data_url, form.image, config)
     data["database"] = db.name
     data["gallery_url"] = _base(datasette, db)
     data["search_url"] = datasette.urls.database(db.name) + "/-/search"

@@ -120,23 +120,28 @@ def check_image(data: bytes, limit: int) -> str:
     return fmt
 
 
-def thumbnail_data_url(data: bytes, size: int = 240) -> str | None:
+def thumbnail_data_url(data: bytes, config: EmbeddingConfig, size: int = 240) -> str | None:
     """The uploaded image, shrunk and re-encoded by us as a ``data:`` URL to show it back.
 
     Re-encoding means the page never echoes the visitor's bytes as they came
     (only pixels PIL decoded), and the page stays small whatever was uploaded.
+    The decode is :func:`embedding.images.load_image`'s, so it shares the process's
+    ``max_concurrent_decodes`` slots and shrinks a large canvas a strip at a time
+    (a plain ``thumbnail()`` decoded a 40-megapixel PNG whole, outside that bound).
     """
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.thumbnail((size, size))
-            out = io.BytesIO()
-            image.convert("RGB").save(out, format="JPEG", quality=80)
-    except Exception:  # noqa: BLE001 - an image we cannot shrink is simply not shown back
-        return None
     import base64
 
+    from ..embedding import images
+
+    try:
+        image = images.load_image(
+            data, max_bytes=config.max_upload_bytes, max_pixels=config.max_image_pixels, max_side=size,
+            max_concurrent_decodes=config.max_concurrent_decodes,
+        )
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=80)
+    except Exception:  # noqa: BLE001 - an image we cannot shrink is simply not shown back
+        return None
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
