@@ -94,6 +94,8 @@ def test_requests_answer_503_while_the_model_loads_and_200_after(loaded_db, slow
     assert get(ds, "/loaded/-/gallery.json").status_code == 200
     assert get(ds, "/loaded/-/gallery/1.json").status_code == 200
     assert get(ds, "/loaded/-/gallery/1").status_code == 200
+    models = {m["label"]: m for m in get(ds, "/loaded/-/search.json").json()["models"]}
+    assert models["m-8"]["load"] == {"state": "loading"} and models["m-8"]["text"]
     overview = get(ds, "/-/embeddings.json").json()
     assert overview["model_loads"]["fake-slow-loading-model"]["state"] == "loading"
     assert slow.load_attempts == 1  # only the loader thread ever called the model
@@ -105,6 +107,8 @@ def test_requests_answer_503_while_the_model_loads_and_200_after(loaded_db, slow
     assert len(response.json()["results"]) == 3
     assert get(ds, SQL).json() == [{"n": 32}]
     assert get(ds, "/-/embeddings.json").json()["model_loads"]["fake-slow-loading-model"] == {"state": "ready"}
+    models = {m["label"]: m for m in get(ds, "/loaded/-/search.json").json()["models"]}
+    assert models["m-8"]["load"] == {"state": "ready"}
 
 
 def test_a_failed_load_names_the_model_and_the_cause_and_is_not_retried(loaded_db):

@@ -61,8 +61,16 @@ def demo(tmp_path_factory):
         done = subprocess.run([str(cli), *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, (words, done.stdout[-1000:], done.stderr[-2000:])
     metadata = yaml.safe_load((ROOT / "metadata.yml").read_text())
-    return Datasette(immutables=[str(db)], metadata=metadata, static_mounts=[("previews", str(ROOT / "demo" / "previews"))],
-                     cors=True, settings={"sql_time_limit_ms": 10000})
+    ds = Datasette(immutables=[str(db)], metadata=metadata, static_mounts=[("previews", str(ROOT / "demo" / "previews"))],
+                   cors=True, settings={"sql_time_limit_ms": 10000})
+    # the tour starts once the server's models loaded (until then searches by meaning answer 503)
+    import asyncio
+
+    from datasette_embeddings.embedding import runtime
+
+    asyncio.run(ds.invoke_startup())
+    assert runtime.wait_for_loads(timeout=300)
+    return ds
 
 
 def test_the_tour_has_its_steps():

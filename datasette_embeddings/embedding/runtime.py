@@ -438,6 +438,15 @@ def require_loaded(name: str) -> None:
     )
 
 
+def load_state(name: str) -> dict:
+    """``{"state": ready | queued | loading | failed | not started, "error"?}`` of the model behind ``name``."""
+    model = get_model(name)
+    if not needs_loading(model):
+        return {"state": "ready"}
+    state, error = _loader.state(model.model_id)
+    return {"state": state or "not started", **({"error": error} if error else {})}
+
+
 def load_states() -> dict[str, dict]:
     """``{llm model id: {"state": queued | loading | ready | failed, "error"?}}`` for the models asked for."""
     return _loader.snapshot()

@@ -62,6 +62,10 @@ def model_capabilities(model: ModelInfo, config: EmbeddingConfig) -> dict:
             caps[key] = bool(fn(model_id))
         except EmbeddingError:  # an llm model that is not installed cannot be searched with
             caps[key] = False
+    try:
+        caps["load"] = runtime.load_state(model_id)  # a search with a model not loaded answers 503
+    except EmbeddingError:
+        pass
     return caps
 
 
