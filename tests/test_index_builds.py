@@ -107,7 +107,13 @@ def _start(db, port, metadata, immutable=True):
 
 def test_concurrent_builds_under_a_small_memory_budget_never_hang(tmp_path):
     """Two models that do not fit the budget together; four clients alternate both models' record
-    JSON and embeddings_nearest(): every request answers, no 5xx, bounded (issue 12: hung after 100 s)."""
+    JSON and embeddings_nearest(): every request answers, no 5xx, bounded (issue 12: hung after 100 s).
+
+    A smoke test of a real server under that load, not a reproduction of the hang: it passed on the
+    design before the fix as well (3 runs of 3; the hang also needed the garbage collector to free
+    another connection's cursor at the wrong moment).  The test below checks the hang's precondition
+    directly, and fails on the old design every time.
+    """
     db = tmp_path / "stress.db"
     write_synthetic(tmp_path / "a.parquet", 6000, 128, provider="pa", model="model-a", seed=1)
     write_synthetic(tmp_path / "b.parquet", 6000, 128, provider="pb", model="model-b", seed=2)
