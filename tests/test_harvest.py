@@ -193,6 +193,27 @@ def test_bounded_downloads_skip_the_image_and_keep_the_others(tmp_path, images, 
         assert not strict_out.exists()
 
 
+def test_a_run_stopped_early_shuts_its_download_threads_down_itself(tmp_path, images):
+    """--strict stops at the first failure: the download pool is shut down by the run, not left to the
+    garbage collector (which once shut it down from inside threading's bookkeeping: a hang for good)."""
+    import gc
+    import threading
+
+    def fetch_threads():
+        return [t for t in threading.enumerate() if t.name.startswith("datasette-embeddings-fetch") and t.is_alive()]
+
+    with serve(routes_for(images, [], {"/bad.jpg": Response(404, b"gone")})) as (base, _log):
+        manifest = write_manifest(tmp_path / "m.csv", [{"provider": "p", "image": f"{base}/bad.jpg"}] + [
+            {"provider": "p", "image": f"{base}/img/{n}.jpg"} for n in NAMES])
+        gc.disable()  # only the run itself may end its threads here
+        try:
+            strict = run("embed", manifest, "-o", tmp_path / "strict.parquet", "--strict")
+            assert strict.exit_code == 1 and "HTTP 404" in strict.output
+            assert not fetch_threads(), fetch_threads()
+        finally:
+            gc.enable()
+
+
 def test_downloads_run_a_few_at_a_time_and_records_keep_manifest_order(tmp_path, images):
     slow = {f"/s{i}.jpg": Response(200, images[NAMES[i % 4]], delay=0.3) for i in range(8)}
     with serve(routes_for(images, [], slow)) as (base, log):

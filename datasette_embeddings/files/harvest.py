@@ -344,6 +344,12 @@ def embed_to_parquet(
     except BaseException:
         _remove(output)
         raise
+    finally:
+        # a run stopped early (--strict, an error) leaves the download generator suspended inside its
+        # thread pool; closed here, the pool shuts down in this thread.  Left to the garbage collector it
+        # was shut down from whichever thread collected it, once from inside threading's own bookkeeping
+        # while it held the lock that joining a thread takes: the process hung for good.
+        items.close()
     return report
 
 
