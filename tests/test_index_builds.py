@@ -105,6 +105,19 @@ def _start(db, port, metadata, immutable=True):
     return http_load.start_server(str(db), port, metadata=metadata, immutable=immutable)
 
 
+def _two_models(tmp_path, name: str, n: int) -> tuple:
+    """A database of two 128-d models of ``n`` records each: its path, vec0 table and record ids by label."""
+    db = tmp_path / f"{name}.db"
+    write_synthetic(tmp_path / "a.parquet", n, 128, provider="pa", model="model-a", seed=1)
+    write_synthetic(tmp_path / "b.parquet", n, 128, provider="pb", model="model-b", seed=2)
+    loader.load(str(db), [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")])
+    conn = connect(str(db))
+    tables = {m.label: m.vec_table for m in Store(conn).models()}
+    ids = {label: [r[0] for r in conn.execute("select id from records where model = ?", [label])] for label in tables}
+    conn.close()
+    return db, tables, ids
+
+
 def test_concurrent_builds_under_a_small_memory_budget_never_hang(tmp_path):
     """Two models that do not fit the budget together; four clients alternate both models' record
     JSON and embeddings_nearest(): every request answers, no 5xx, bounded (issue 12: hung after 100 s).
@@ -114,14 +127,7 @@ def test_concurrent_builds_under_a_small_memory_budget_never_hang(tmp_path):
     another connection's cursor at the wrong moment).  The test below checks the hang's precondition
     directly, and fails on the old design every time.
     """
-    db = tmp_path / "stress.db"
-    write_synthetic(tmp_path / "a.parquet", 6000, 128, provider="pa", model="model-a", seed=1)
-    write_synthetic(tmp_path / "b.parquet", 6000, 128, provider="pb", model="model-b", seed=2)
-    loader.load(str(db), [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")])
-    conn = connect(str(db))
-    tables = {m.label: m.vec_table for m in Store(conn).models()}
-    ids = {label: [r[0] for r in conn.execute("select id from records where model = ?", [label])] for label in tables}
-    conn.close()
+    db, tables, ids = _two_models(tmp_path, "stress", 6000)
     metadata = tmp_path / "metadata.json"
     # one index is 6000 x (128 x 4 + 16) bytes = 3.2 MB: the budget holds one, not both
     metadata.write_text(json.dumps({"plugins": {"datasette-embeddings": {"fast_index": {"max_memory_mb": 5}}}}))
@@ -181,14 +187,7 @@ def test_under_concurrent_load_no_request_thread_takes_a_build_lock(tmp_path, mo
     """
     from datasette.app import Datasette
 
-    db = tmp_path / "locks.db"
-    write_synthetic(tmp_path / "a.parquet", 3000, 128, provider="pa", model="model-a", seed=1)
-    write_synthetic(tmp_path / "b.parquet", 3000, 128, provider="pb", model="model-b", seed=2)
-    loader.load(str(db), [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")])
-    conn = connect(str(db))
-    tables = {m.label: m.vec_table for m in Store(conn).models()}
-    ids = {label: [r[0] for r in conn.execute("select id from records where model = ?", [label])] for label in tables}
-    conn.close()
+    db, tables, ids = _two_models(tmp_path, "locks", 3000)
     fast_index.clear_cache()
     takers: list[str] = []
     real_build_lock = fast_index._cache.build_lock
