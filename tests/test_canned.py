@@ -209,6 +209,26 @@ def test_similar_records_reads_a_current_table_without_searching(with_neighbours
     assert nearest_calls[-1] == ("dup-16", 4)
 
 
+@pytest.mark.parametrize("model", [IMAGE_MODEL, FAKE_TEXT_MODEL])
+def test_similar_records_of_a_record_that_is_not_there_names_what_was_asked_for(ds, model):
+    r = fetch(ds, "/museum/similar_records.json", params={"provider": "rijksmuseum", "depiction_id": "SK-C-404",
+                                                          "model": model, "k": 3})
+    assert r.status_code == 400
+    assert r.json()["error"] == f"no record with provider 'rijksmuseum', depiction_id 'SK-C-404' and model '{model}'"
+
+
+def test_similar_records_before_the_form_is_filled_in_finds_nothing_without_an_error(ds):
+    r = fetch(ds, "/museum/similar_records.json", params={"_shape": "array"})
+    assert r.status_code == 200 and r.json() == []
+
+
+def test_similar_records_from_the_table_of_a_record_that_is_not_there_is_the_same_error(with_neighbours):
+    r = fetch(Datasette([str(with_neighbours)]), "/dups/similar_records.json",
+              params={"provider": "met", "depiction_id": "nope", "model": "dup-16", "k": 3})
+    assert r.status_code == 400
+    assert "depiction_id 'nope'" in r.json()["error"]
+
+
 @pytest.mark.parametrize("name", ["similar_records", "cross_provider_links", "text_search", "near_duplicates"])
 def test_canned_query_pages_render(ds, name):
     html = fetch(ds, f"/museum/{name}").text

@@ -85,6 +85,7 @@ def register_functions(conn, config: PluginConfig | None = None) -> None:
 
     udf.create_function(conn, "embeddings_check_number", 4, check_number, deterministic=True)
     udf.create_function(conn, "embeddings_check_choice", 3, check_choice, deterministic=True)
+    udf.create_function(conn, "embeddings_check_found", 3, check_found, deterministic=True)
     udf.create_function(conn, "embed_text", 2, embed_text)
     udf.create_function(conn, "embed_image", 2, embed_image)
     udf.create_function(conn, "vec_cosine", 2, vec_cosine, deterministic=True)
@@ -221,6 +222,19 @@ def check_choice(value: Any, name: Any, choices: Any) -> int:
     if value not in allowed:
         raise EmbeddingError(f"unknown {name} '{str(value)[:80]}' (known: {', '.join(map(str, allowed)) or 'none'})")
     return 1
+
+
+def check_found(value: Any, given: Any, message: Any) -> Any:
+    """``value``, unless it is NULL although the visitor gave ``given``: then ``message`` as the error.
+
+    A canned query's record that does not exist otherwise reached ``embeddings_nearest``
+    as a NULL vector, and the visitor read about a "query_vector" they never typed
+    instead of the provider and depiction they did.  An empty ``given`` (the form
+    before it is submitted) is not an error: the query just finds nothing.
+    """
+    if value is None and given is not None and str(given).strip():
+        raise EmbeddingError(str(message))
+    return value
 
 
 def _plain(number: Any) -> str:

@@ -110,18 +110,25 @@ def _nearest(vector: str, k: str) -> str:
     )
 
 
+#: the chosen record's id; a depiction that is not there is an error naming what was asked for
+TARGET_ID = (
+    "embeddings_check_found((select id from target), :depiction_id, "
+    "printf('no record with provider %Q, depiction_id %Q and model %Q', :provider, :depiction_id, :model))"
+)
+
+
 def similar_records_sql(models: Sequence[ModelInfo], stored: Mapping[str, int] | None = None, providers: Sequence[str] = ()) -> str:
     # the record's own vector; k + 1 because the record is its own nearest (left out below).
     # Capped at MAX_K, the most embeddings_nearest takes: the check below refuses a larger k.
     search = _nearest(
-        "(select e.embedding from {vec} e where e.id = (select id from target))",
+        "(select e.embedding from {vec} e where e.id = " + TARGET_ID + ")",
         f"min(cast(:k as integer) + 1, {MAX_K})",
     )
     # k up to the stored k: read the table; more: search as for any other model
     from_table = (
         "  select n.neighbour_id as id, 1 - n.similarity as distance from neighbours n\n"
         "  where :model = {label} and cast(:k as integer) <= {k}\n"
-        "    and n.record_id = (select id from target) and n.rank <= cast(:k as integer)\n"
+        "    and n.record_id = " + TARGET_ID + " and n.rank <= cast(:k as integer)\n"
         "  union all\n" + search + " and cast(:k as integer) > {k}"
     )
     found = _union(models, search, stored, from_table)
