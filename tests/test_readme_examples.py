@@ -262,3 +262,44 @@ def test_every_command_line_in_the_readme_names_real_options():
         problems += [f"{line}: no option {word}" for word in words
                      if word.startswith("-") and word.split("=")[0] not in options]
     assert not problems, problems
+
+
+def test_the_readme_never_names_a_renamed_configuration_key():
+    """Old key names are still recognised (to say what they became), so an old name in the README
+    reads as valid; it is not: `max_image_bytes` in the Limits section outlived its rename."""
+    from datasette_embeddings.config import RENAMED
+
+    named = set(re.findall(r"`([\w.]+)`", README))
+    stale = sorted(old for old in RENAMED if old in named and old not in RENAMED.values())
+    assert not stale, f"README names renamed configuration keys: {[(old, RENAMED[old]) for old in stale]}"
+
+
+_PYTHON_NAME = re.compile(
+    r"`((?:datasette_embeddings\.)?(?:sql|search|files|embedding|storage|web|config|errors)\.[\w.]*\w)(?:\([^`]*\))?`"
+)
+
+
+def test_every_python_name_the_readme_gives_exists():
+    """`search.links.register_sql_functions(conn)` was named long after it was gone."""
+    import importlib
+
+    names = sorted({m.group(1).removeprefix("datasette_embeddings.") for m in _PYTHON_NAME.finditer(README)
+                    if m.group(1).rsplit(".", 1)[1] not in ("py", "png", "js", "json", "css", "html", "md")})
+    assert names, "no Python names found"
+    missing = []
+    for name in names:
+        parts = name.split(".")
+        for split in range(len(parts), 0, -1):
+            try:
+                found = importlib.import_module("datasette_embeddings." + ".".join(parts[:split]))
+            except ImportError:
+                continue
+            try:
+                for attribute in parts[split:]:
+                    found = getattr(found, attribute)
+            except AttributeError:
+                missing.append(name)
+            break
+        else:
+            missing.append(name)
+    assert not missing, f"README names Python objects that do not exist: {missing}"

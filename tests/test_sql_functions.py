@@ -284,3 +284,23 @@ def test_closed_connections_leave_no_registered_functions_behind(images_db):
     for _ in range(20):
         open_and_close()
     assert len(udf._functions) + len(udf._aggregates) <= held
+
+
+def test_a_script_that_never_closes_its_connection_exits_quietly(tmp_path):
+    """README: register_functions(conn) "on your own" connection.  A script that leaves the connection
+    open at exit has SQLite drop its functions while the interpreter tears down udf's globals; that
+    printed a NameError traceback per function ("Exception ignored on calling ctypes callback")."""
+    import subprocess
+    import sys
+
+    script = (
+        "from datasette_embeddings.storage.connection import connect\n"
+        "from datasette_embeddings.sql.functions import register_functions\n"
+        "conn = connect(':memory:', readonly=False)\n"
+        "register_functions(conn)\n"
+        "print(conn.execute(\"select vec_cosine('[1,0]', '[1,1]')\").fetchone()[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("0.7071")
+    assert done.stderr == "", done.stderr

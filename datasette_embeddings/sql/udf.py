@@ -45,7 +45,7 @@ def _forget(user_data) -> None:
         with _functions_lock:
             _functions.pop(user_data or 0, None)
             _aggregates.pop(user_data or 0, None)
-    except (AttributeError, TypeError):  # a connection closed while the interpreter shuts down
+    except (AttributeError, TypeError, NameError):  # a connection closed while the interpreter shuts down (globals gone)
         pass
 
 
