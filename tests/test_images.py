@@ -86,6 +86,19 @@ def test_byte_limit():
         load_image(data, max_bytes=100, name="photo.png")
 
 
+def test_without_a_configuration_the_limit_is_the_configurations_default():
+    """One number for one limit: a library caller gets what a server's max_upload_bytes defaults to."""
+    from datasette_embeddings.config import PluginConfig
+
+    limit = PluginConfig().embedding.max_upload_bytes
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, "PNG")
+    padded = png.getvalue() + b"\0" * (limit + 1 - len(png.getvalue()))  # trailing bytes after IEND
+    with pytest.raises(ImageError, match=f"at most {limit:,} bytes"):
+        load_image(padded)
+    assert load_image(padded[:limit]).size == (4, 4)
+
+
 def test_truncated_image(data_dir):
     data = (data_dir / "images" / "SK-C-5.jpg").read_bytes()
     with pytest.raises(ImageError, match="damaged or truncated|cannot be read"):

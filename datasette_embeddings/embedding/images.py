@@ -35,8 +35,11 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-DEFAULT_MAX_IMAGE_BYTES = 10_000_000
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+from ..config import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
+
+#: the configuration's defaults (``max_upload_bytes``, ``max_image_pixels``), so a caller without
+#: a configuration gets the limits a server does, not second numbers
+DEFAULT_MAX_IMAGE_BYTES = DEFAULT_MAX_UPLOAD_BYTES
 
 
 #: decodes running at once in the process unless the caller says otherwise (the configuration's
