@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
@@ -231,20 +231,9 @@ async def read_form(receive: Callable, headers: dict, limits: FormLimits = FormL
         boundary, builder.callbacks(),
         max_header_count=limits.max_headers_per_part, max_header_size=limits.max_header_bytes,
     )
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message.get("type") == "http.disconnect":
-            raise UploadError("the client went away before the body was complete")
-        chunk = message.get("body", b"")
-        more = message.get("more_body", False)
-        size += len(chunk)
-        if size > body_limit:
-            raise UploadError(_body_too_large(limits), status=413)
-        if chunk:
-            # parsing runs in a worker thread: however hostile a chunk is, the event loop keeps serving
-            await asyncio.to_thread(_write, parser, chunk)
+    async for chunk in _body_chunks(receive, body_limit, lambda: _body_too_large(limits)):
+        # parsing runs in a worker thread: however hostile a chunk is, the event loop keeps serving
+        await asyncio.to_thread(_write, parser, chunk)
     if parser.state != MultipartState.END:
         raise UploadError("malformed multipart/form-data body: it ends before its closing boundary")
     return builder.form
@@ -265,8 +254,11 @@ def _write(parser: MultipartParser, chunk: bytes) -> None:
         raise UploadError(f"malformed multipart/form-data body ({message})") from None
 
 
-async def _read_all(receive: Callable, limits: FormLimits) -> bytes:
-    chunks: list[bytes] = []
+async def _body_chunks(receive: Callable, limit: int, too_large: Callable[[], str]) -> AsyncIterator[bytes]:
+    """The request body's non-empty chunks as they arrive; a 413 as soon as they pass ``limit`` bytes.
+
+    Counted as received, whatever ``Content-Length`` claimed: the header is only an early refusal.
+    """
     size = 0
     more = True
     while more:
@@ -274,9 +266,16 @@ async def _read_all(receive: Callable, limits: FormLimits) -> bytes:
         if message.get("type") == "http.disconnect":
             raise UploadError("the client went away before the body was complete")
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limits.max_upload_bytes:
-            raise UploadError(f"upload too large: the limit is {_size(limits.max_upload_bytes)} ({_key('max_upload_bytes')})", status=413)
-        chunks.append(chunk)
         more = message.get("more_body", False)
-    return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise UploadError(too_large(), status=413)
+        if chunk:
+            yield chunk
+
+
+async def _read_all(receive: Callable, limits: FormLimits) -> bytes:
+    def too_large() -> str:
+        return f"upload too large: the limit is {_size(limits.max_upload_bytes)} ({_key('max_upload_bytes')})"
+
+    return b"".join([chunk async for chunk in _body_chunks(receive, limits.max_upload_bytes, too_large)])
