@@ -244,6 +244,10 @@ def mobileclip_db(staged, tmp_path_factory):
     assert report.written == len(names)
     db = folder / "mobileclip.db"
     loader.load(str(db), [str(parquet)])
+    # as a server does at startup: requests and SQL functions never load weights, the loader thread does
+    runtime.load_in_background(["apple/mobileclip_s1"])
+    assert runtime.wait_for_loads(["apple/mobileclip_s1"], timeout=300)
+    assert runtime.load_state("apple/mobileclip_s1")["state"] == "ready"
     return db
 
 
